@@ -1,0 +1,1 @@
+"""wavehost's real-time host: rings, re-blocking, overlap-add, engine, plugin contract, I/O."""

@@ -1,0 +1,311 @@
+"""``wavehost``: devices, run, render; other commands come from the ``wavehost.commands`` group.
+
+Every failure the user can cause (a bad plugin, a missing device, an unreadable file) ends with
+one line on stderr and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import numpy as np
+
+from realtime.contract import PluginError
+
+COMMAND_GROUP = "wavehost.commands"
+DEFAULT_PLUGIN = "bwe-8k-16k"
+FALLBACK_PLUGIN = "resample-8k-16k"
+BUILTIN = ("devices", "run", "render")
+
+
+class UsageError(Exception):
+    """Bad command-line input; one line for the user."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``wavehost`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra = {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
+    if argv and argv[0] in extra and argv[0] not in BUILTIN:
+        return int(extra[argv[0]].load()(argv[1:]) or 0)
+    parser = _parser(sorted(extra))
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
+        from realtime.errors import one_line
+
+        print(f"wavehost: error: {one_line(exc, 300)}", file=sys.stderr)
+        return 2
+
+
+def _is_user_error(exc: Exception) -> bool:
+    from realtime.io.backend import DeviceError
+    from realtime.render import RenderError
+
+    return isinstance(exc, PluginError | RenderError | DeviceError | UsageError)
+
+
+def _parser(extra: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wavehost",
+        description="Real-time streaming audio plugin host for neural audio models.",
+        epilog="more commands: " + ", ".join(c for c in extra if c not in BUILTIN),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    dev = sub.add_parser("devices", help="list audio devices with host API, rates and channels")
+    dev.add_argument("--backend", default="sounddevice", choices=["sounddevice", "pyaudio"])
+    dev.set_defaults(func=cmd_devices)
+
+    run = sub.add_parser("run", help="stream live audio through a plugin chain")
+    _plugin_args(run)
+    run.add_argument("--backend", default="sounddevice", choices=["sounddevice", "pyaudio", "file"])
+    run.add_argument("--input-device", help="input device index or name substring")
+    run.add_argument("--output-device", help="output device index or name substring")
+    run.add_argument("--monitor", metavar="SINK", help="capture what is played into SINK")
+    run.add_argument("--sink", metavar="SINK", help="play the result into SINK")
+    run.add_argument("--input-file", help="file backend: the audio to stream in real time")
+    run.add_argument("--output-file", help="file backend: where the device output goes")
+    run.add_argument("--rate", type=int, help="device rate, Hz (default: the chain's output rate)")
+    run.add_argument("--block", type=int, default=256, help="device block, frames (default 256)")
+    run.add_argument("--mode", default="threaded", choices=["threaded", "inline"])
+    run.add_argument("--margin", type=int, default=0, help="safety margin, blocks (threaded)")
+    run.add_argument("--latency", default="low", help="PortAudio latency: low, high or seconds")
+    run.add_argument("--duration", type=float, help="stop after this many seconds")
+    run.add_argument("--record", help="write the engine output (before the device) to this file")
+    run.add_argument("--record-input", help="write the engine input to this file")
+    run.add_argument("--report", help="write the final report as JSON to this file")
+    run.add_argument("--quiet", action="store_true", help="no live status line")
+    run.set_defaults(func=cmd_run)
+
+    ren = sub.add_parser("render", help="process a file offline (same engine, file clock)")
+    ren.add_argument("input", help="input audio (WAV, FLAC, OGG, MP3)")
+    ren.add_argument("output", help="output audio (.wav float32 or .flac 24-bit)")
+    _plugin_args(ren)
+    ren.add_argument("--block", type=int, default=1024, help="frames per step (default 1024)")
+    ren.add_argument("--rate", type=int, help="output rate, Hz (default: the chain's)")
+    ren.add_argument("--quiet", action="store_true", help="no progress bar")
+    ren.set_defaults(func=cmd_render)
+    return parser
+
+
+def _plugin_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--plugin",
+        action="append",
+        metavar="P",
+        help=f"plugin name or TorchScript path; repeat to chain (default {DEFAULT_PLUGIN})",
+    )
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a plugin parameter (repeatable)")
+
+
+def build_chain(specs: list[str] | None, params: list[str]):  # -> Chain
+    """Load the plugins named on the command line (default plugin if none) into a chain."""
+    from realtime.chain import Chain
+    from realtime.loader import load_plugin
+
+    if specs:
+        plugins = [load_plugin(s) for s in specs]
+    else:
+        try:
+            plugins = [load_plugin(DEFAULT_PLUGIN)]
+        except PluginError as exc:
+            print(f"wavehost: note: {exc}; using {FALLBACK_PLUGIN}", file=sys.stderr)
+            plugins = [load_plugin(FALLBACK_PLUGIN)]
+    for item in params:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f"--param needs NAME=VALUE, got {item!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise UsageError(f"--param {name}: {value!r} is not a number") from None
+        owners = [p for p in plugins if name in p.info.parameters]
+        if not owners:
+            raise UsageError(f"no plugin in the chain has a parameter {name!r}")
+        owners[0].set_parameter(name, number)
+    return Chain(plugins)
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    """``wavehost devices``."""
+    from realtime.io.devices import format_devices, list_devices
+
+    print(format_devices(list_devices(args.backend)))
+    return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """``wavehost render IN OUT``."""
+    from realtime.render import render
+
+    chain = build_chain(args.plugin, args.param)
+    t0 = time.perf_counter()
+    res = render(args.input, args.output, chain, block=args.block, rate_out=args.rate,
+                 progress=not args.quiet)
+    secs = time.perf_counter() - t0
+    dur = res.frames_in / res.rate_in
+    print(
+        f"rendered {args.output}: {res.frames_out} frames at {res.rate_out} Hz "
+        f"({dur:.2f} s of audio in {secs:.2f} s, {dur / max(secs, 1e-9):.1f}x real time), "
+        f"latency {res.latency} samples compensated",
+        file=sys.stderr,
+    )
+    _report_faults(res.health, res.nonfinite_input)
+    return 0
+
+
+def _report_faults(health: list, nonfinite: int) -> None:
+    if nonfinite:
+        print(f"wavehost: warning: {nonfinite} NaN/Inf input samples replaced by 0",
+              file=sys.stderr)
+    for h in health:
+        if h.bypassed:
+            print(f"wavehost: warning: {h.error}", file=sys.stderr)
+        elif h.nonfinite_blocks:
+            print(f"wavehost: warning: plugin {h.name} returned NaN/Inf in "
+                  f"{h.nonfinite_blocks} blocks (bypassed for those blocks)", file=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``wavehost run``: a live stream with a status line; Ctrl-C or --duration stops it."""
+    from realtime.engine import Engine
+    from realtime.io.backend import open_duplex
+    from realtime.processor import Processor
+    from realtime.recorder import Recorder
+
+    if args.backend == "file" and not args.input_file:
+        raise UsageError("--backend file needs --input-file")
+    if args.block <= 0:
+        raise UsageError(f"--block must be positive, got {args.block}")
+    chain = build_chain(args.plugin, args.param)
+    rate = args.rate or chain.rate_out
+    processor = Processor(chain, rate_in=rate, rate_out=rate, block=args.block)
+    recorder = Recorder(rate, chain.channels, args.record_input, args.record)
+    engine = Engine(processor, mode=args.mode, margin_blocks=args.margin,
+                    on_block=recorder.write if recorder.active else None)
+    latency: float | str = args.latency
+    if isinstance(latency, str) and latency not in ("low", "high"):
+        try:
+            latency = float(latency)
+        except ValueError:
+            raise UsageError(f"--latency must be low, high or seconds, got {latency!r}") from None
+    stream = open_duplex(
+        engine.callback, backend=args.backend, samplerate=rate, blocksize=args.block,
+        channels=chain.channels, input_device=_device(args.input_device),
+        output_device=_device(args.output_device), monitor=args.monitor, sink=args.sink,
+        latency=latency, input_file=args.input_file, output_file=args.output_file,
+    )
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    started = time.perf_counter()
+    try:
+        engine.start()
+        stream.start()
+        info = stream.info
+        print(f"wavehost: {info.backend} {info.input_name} -> {info.output_name}, "
+              f"{rate} Hz, block {args.block}, {args.mode}; Ctrl-C stops", file=sys.stderr)
+        finished = getattr(stream, "finished", None)
+        while not stop.is_set():
+            stop.wait(0.25)
+            elapsed = time.perf_counter() - started
+            if args.duration is not None and elapsed >= args.duration:
+                break
+            if finished is not None and finished.is_set():
+                break
+            if not args.quiet and sys.stderr.isatty():
+                print(f"\r{engine.status_line()}  ", end="", file=sys.stderr, flush=True)
+    finally:
+        stream.stop()
+        stream.close()
+        engine.stop()
+        recorder.close()
+        signal.signal(signal.SIGINT, previous)
+    if not args.quiet and sys.stderr.isatty():
+        print(file=sys.stderr)
+    report = _final_report(engine, stream, time.perf_counter() - started)
+    print(_format_report(report))
+    _report_faults(chain.health, engine.counters.nonfinite_input)
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+def _device(value: str | None) -> str | int | None:
+    return int(value) if value is not None and value.isdigit() else value
+
+
+def _final_report(engine, stream, seconds: float) -> dict:
+    info = stream.info
+    lat = engine.latency(info.input_latency_s, info.output_latency_s)
+    times = engine.timer.recent() * 1e3
+    qs = [50, 90, 99, 99.9]
+    dist = dict(zip([f"p{q:g}" for q in qs], np.percentile(times, qs).tolist(), strict=True)) \
+        if times.size else {}
+    c = engine.counters
+    return {
+        "backend": info.backend,
+        "input": info.input_name,
+        "output": info.output_name,
+        "rate": engine.rate,
+        "block": engine.block,
+        "mode": engine.mode,
+        "seconds": seconds,
+        "latency": lat.to_dict(),
+        "latency_ms": {k: lat.ms(v) for k, v in lat.to_dict().items() if k not in ("rate", "block")},
+        "block_ms": {**dist, "max": float(times.max()) if times.size else None,
+                     "mean": float(times.mean()) if times.size else None,
+                     "budget": 1e3 * engine.timer.budget_s, "count": int(engine.timer.count)},
+        "callbacks": c.callbacks,
+        "misses": c.misses,
+        "missed_frames": c.missed_frames,
+        "nonfinite_input": c.nonfinite_input,
+        "dropped_input": c.dropped_input,
+        "xruns": dict(stream.xruns),
+        "callback_errors": getattr(stream, "callback_errors", 0),
+        "worker_error": engine.worker_error,
+        "plugins": [vars(h) for h in engine.processor.chain.health],
+    }
+
+
+def _format_report(r: dict) -> str:
+    from realtime.latency import LatencyReport
+
+    lat = LatencyReport(**{k: r["latency"][k] for k in (
+        "rate", "block", "device_in", "device_out", "reblock", "resample", "threaded_block",
+        "margin", "plugin")})
+    b = r["block_ms"]
+    lines = [lat.format()]
+    if b.get("p50") is not None:
+        lines.append(
+            f"block time over {b['count']} blocks (budget {b['budget']:.2f} ms): "
+            f"p50 {b['p50']:.3f}  p90 {b['p90']:.3f}  p99 {b['p99']:.3f}  "
+            f"p99.9 {b['p99.9']:.3f}  max {b['max']:.3f}  mean {b['mean']:.3f} ms"
+        )
+    xr = ", ".join(f"{k} {v}" for k, v in r["xruns"].items()) or "none"
+    lines.append(
+        f"{r['seconds']:.1f} s, {r['callbacks']} callbacks, deadline misses {r['misses']}, "
+        f"xruns: {xr}"
+    )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

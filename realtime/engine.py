@@ -1,0 +1,257 @@
+"""The live engine: the audio callback and, in threaded mode, the worker that runs the plugins.
+
+``inline``: the callback runs the :class:`~realtime.processor.Processor` itself. Latency: the
+processor's. Only for plugins far under the block budget.
+
+``threaded`` (default): the callback only copies (numba ``nogil`` kernels, no torch, no
+allocation, no waiting locks): input into a ring, a wake-up byte into a pipe, output from a
+ring. A worker thread runs the processor. The output ring is primed with one block plus the
+safety margin, which is the extra latency that buys isolation from compute jitter. When the
+worker is late (a deadline miss) the callback crossfades to the dry input delayed by exactly
+the engine latency, counts the miss, later discards the late wet frames so the timeline stays
+aligned, and fades back to wet once the worker has caught up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from realtime import kernels
+from realtime.latency import LatencyReport
+from realtime.processor import Processor
+from realtime.ring import Ring
+from realtime.stats import BlockTimer
+
+MODES = ("threaded", "inline")
+DECLICK_MS = 2.0
+
+
+@dataclass
+class EngineCounters:
+    """Counts the status line and the final report show."""
+
+    callbacks: int = 0
+    misses: int = 0  # blocks where the worker was late (threaded) or over budget (inline)
+    missed_frames: int = 0
+    nonfinite_input: int = 0  # input samples that were NaN/Inf (replaced by 0)
+    dropped_input: int = 0  # input frames lost because the worker fell too far behind
+
+
+class Engine:
+    """Runs a :class:`Processor` against a duplex stream's callback.
+
+    Args:
+        processor: the signal path; its ``rate_in == rate_out`` is the device rate and its
+            ``block`` the device block, frames.
+        mode: ``"threaded"`` or ``"inline"``.
+        margin_blocks: extra blocks of output buffering in threaded mode (latency for safety).
+        on_block: called by the worker (never the callback) with each block's input and
+            output ``(frames, channels)``, e.g. to record them; must not keep the arrays.
+    """
+
+    def __init__(
+        self,
+        processor: Processor,
+        *,
+        mode: str = "threaded",
+        margin_blocks: int = 0,
+        on_block: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"engine mode must be one of {MODES}, got {mode!r}")
+        if processor.rate_in != processor.rate_out:
+            raise ValueError("a live engine needs the same device rate in and out")
+        kernels.warm_up()
+        self.processor = processor
+        self.mode = mode
+        self.rate = processor.rate_in
+        self.block = processor.block
+        self.channels = ch = processor.chain.channels
+        self.margin_blocks = margin_blocks if mode == "threaded" else 0
+        self.on_block = on_block
+        self.counters = EngineCounters()
+        self.timer = BlockTimer(self.block / self.rate)
+        self.buffered = (1 + self.margin_blocks) * self.block if mode == "threaded" else 0
+        self.delay = round(processor.latency.total) + self.buffered  # engine latency, samples
+        b = self.block
+        self._in = np.zeros((b, ch), np.float32)
+        self._wet = np.zeros((b, ch), np.float32)
+        self._dry = np.zeros((b, ch), np.float32)
+        self._dry_line = np.zeros((self.delay + 2 * b, ch), np.float32)
+        self._dry_pos = 0
+        self._ramp = np.exp(
+            -np.arange(round(DECLICK_MS * 1e-3 * self.rate))
+            / (0.25 * DECLICK_MS * 1e-3 * self.rate)
+        ).astype(np.float32)
+        self._offset = np.zeros(ch, np.float32)
+        self._last_out = np.zeros(ch, np.float32)
+        self._last_dry = np.zeros(ch, np.float32)
+        self._wet_gain = 1.0
+        self._debt = 0  # wet frames owed to the timeline: discard them when they arrive
+        self._in_ring = Ring(64 * b, ch)
+        self._out_ring = Ring(64 * b + self.buffered, ch)
+        self._work_in = np.zeros((b, ch), np.float32)
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._running = False
+        self._worker: threading.Thread | None = None
+        self.worker_error = ""
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Prime the rings and start the worker (threaded mode). Call before the stream starts."""
+        self.processor.reset()
+        self._out_ring.write(np.zeros((self.buffered, self.channels), np.float32))
+        torch.set_num_threads(1)
+        sys.setswitchinterval(0.0005)  # the callback waits for the GIL at most this long
+        self._running = True
+        if self.mode == "threaded":
+            self._worker = threading.Thread(target=self._work, name="wavehost-worker", daemon=True)
+            self._worker.start()
+
+    def stop(self) -> None:
+        """Stop and join the worker (after the stream has stopped)."""
+        self._running = False
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
+        if self._worker is not None:
+            self._worker.join(timeout=10.0)
+            self._worker = None
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    # ---- audio thread ------------------------------------------------------------------------
+
+    def callback(self, indata: np.ndarray, outdata: np.ndarray, status: int) -> None:
+        """The duplex stream callback: ``indata``/``outdata`` ``(frames, channels)`` float32."""
+        n = indata.shape[0]
+        c = self.counters
+        c.callbacks += 1
+        x = self._in[:n]
+        x[:] = indata[:, : self.channels]
+        c.nonfinite_input += kernels.sanitize(x)
+        if self.mode == "inline":
+            self._inline(x, outdata)
+            return
+        c.dropped_input += n - self._in_ring.write(x)
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._wake_w, b"\0")
+        dry = self._dry[:n]
+        self._dry_pos = kernels.delay_line(self._dry_line, self._dry_pos, x, dry, self.delay)
+        wet = self._wet[:n]
+        out = outdata[:, : self.channels]
+        if self._debt:
+            self._debt -= self._out_ring.skip(self._debt)
+        if not self._debt and self._out_ring.available() >= n:
+            self._out_ring.read(wet)
+            if self._wet_gain < 1.0:  # recovering: fade the wet path back in over this block
+                kernels.crossfade(wet, dry, out, self._wet_gain, 1.0)
+                self._wet_gain = 1.0
+            else:
+                out[:] = wet
+        else:
+            self._miss(n, wet, dry, out)
+        if outdata.shape[1] > self.channels:
+            outdata[:, self.channels :] = out[:, -1:]
+        self._last_out[:] = out[n - 1]
+        self._last_dry[:] = dry[n - 1]
+
+    def _miss(self, n: int, wet: np.ndarray, dry: np.ndarray, out: np.ndarray) -> None:
+        c = self.counters
+        c.misses += 1
+        got = 0 if self._debt else self._out_ring.read(wet)
+        self._debt += n - got
+        c.missed_frames += n - got
+        if got >= 2:  # fade out over the wet frames that did arrive, then dry
+            kernels.crossfade(wet[:got], dry[:got], out[:got], self._wet_gain, 0.0)
+            out[got:] = dry[got:]
+        else:  # nothing to fade over: start from dry and let the step decay away
+            out[:] = dry
+            if self._wet_gain > 0.0:
+                self._offset[:] = self._last_out - self._last_dry
+                kernels.declick(out, self._offset, self._ramp)
+        self._wet_gain = 0.0
+
+    def _inline(self, x: np.ndarray, outdata: np.ndarray) -> None:
+        t0 = time.perf_counter()
+        y = self.processor.process(x)
+        outdata[:, : self.channels] = y
+        if outdata.shape[1] > self.channels:
+            outdata[:, self.channels :] = y[:, -1:]
+        dt = time.perf_counter() - t0
+        self.timer.add(dt)
+        if dt > self.timer.budget_s:
+            self.counters.misses += 1
+        if self.on_block is not None:
+            self.on_block(x, y)
+
+    # ---- worker thread -----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        b = self.block
+        buf = self._work_in
+        while self._running:
+            ready, _, _ = select.select([self._wake_r], [], [], 0.1)
+            if ready:
+                with contextlib.suppress(BlockingIOError, OSError):
+                    os.read(self._wake_r, 4096)
+            while self._running and self._in_ring.available() >= b:
+                self._in_ring.read(buf)
+                t0 = time.perf_counter()
+                try:
+                    y = self.processor.process(buf)
+                except Exception as exc:  # never reached for plugin faults (the chain bypasses)
+                    self.worker_error = f"{type(exc).__name__}: {exc}"
+                    y = np.zeros_like(buf)
+                self.timer.add(time.perf_counter() - t0)
+                self._out_ring.write(y)
+                if self.on_block is not None:
+                    self.on_block(buf, y)
+
+    # ---- reporting ---------------------------------------------------------------------------
+
+    def latency(self, input_latency_s: float = 0.0, output_latency_s: float = 0.0) -> LatencyReport:
+        """The full latency report, with the device latencies the stream reports."""
+        p = self.processor.latency
+        return LatencyReport(
+            rate=self.rate,
+            block=self.block,
+            device_in=input_latency_s * self.rate,
+            device_out=output_latency_s * self.rate,
+            reblock=p.reblock,
+            resample=p.resample,
+            threaded_block=self.block if self.mode == "threaded" else 0,
+            margin=self.margin_blocks * self.block,
+            plugin=p.plugin,
+        )
+
+    def status_line(self) -> str:
+        """One line: block time p50/p99, misses, bad input, plugin faults."""
+        p50, p99 = self.timer.percentiles_ms(50, 99)
+        c = self.counters
+        line = (
+            f"blocks {self.timer.count}  p50 {p50:.3f} ms  p99 {p99:.3f} ms  "
+            f"(budget {1e3 * self.timer.budget_s:.2f} ms)  misses {c.misses}"
+        )
+        if c.nonfinite_input:
+            line += f"  non-finite input {c.nonfinite_input}"
+        if c.dropped_input:
+            line += f"  dropped input {c.dropped_input}"
+        for h in self.processor.chain.health:
+            if h.bypassed:
+                line += f"  [{h.name} bypassed]"
+            elif h.nonfinite_blocks:
+                line += f"  [{h.name} NaN blocks {h.nonfinite_blocks}]"
+        return line

@@ -1,0 +1,1 @@
+"""Built-in DSP plugins (Python objects that follow the plugin contract)."""
