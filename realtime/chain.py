@@ -50,7 +50,7 @@ class Stage:
         )
         if info.sample_rate_in == info.sample_rate_out:
             self._bypass.taps[:] = 0.0
-            self._bypass.taps[0, delay] = 1.0  # a pure delay of `latency` samples
+            self._bypass.taps[0, self.latency] = 1.0  # a pure delay of `latency` samples
 
     def reset(self) -> None:
         """Clear the plugin's and the bypass's state."""

@@ -23,6 +23,8 @@ COMMAND_GROUP = "wavehost.commands"
 DEFAULT_PLUGIN = "bwe-8k-16k"
 FALLBACK_PLUGIN = "resample-8k-16k"
 BUILTIN = ("devices", "run", "render")
+EXIT_USER_ERROR = 2  # nothing was done: bad plugin, device, file or argument
+EXIT_REPAIRED = 3  # the job completed, but input or plugin faults were repaired (see stderr)
 
 
 class UsageError(Exception):
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         from realtime.errors import one_line
 
         print(f"wavehost: error: {one_line(exc, 300)}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
 
 
 def _is_user_error(exc: Exception) -> bool:
@@ -111,8 +113,13 @@ def _plugin_args(p: argparse.ArgumentParser) -> None:
         metavar="P",
         help=f"plugin name or TorchScript path; repeat to chain (default {DEFAULT_PLUGIN})",
     )
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="set a plugin parameter (repeatable)")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set a plugin parameter (repeatable)",
+    )
 
 
 def build_chain(specs: list[str] | None, params: list[str]):  # -> Chain
@@ -157,8 +164,14 @@ def cmd_render(args: argparse.Namespace) -> int:
 
     chain = build_chain(args.plugin, args.param)
     t0 = time.perf_counter()
-    res = render(args.input, args.output, chain, block=args.block, rate_out=args.rate,
-                 progress=not args.quiet)
+    res = render(
+        args.input,
+        args.output,
+        chain,
+        block=args.block,
+        rate_out=args.rate,
+        progress=not args.quiet,
+    )
     secs = time.perf_counter() - t0
     dur = res.frames_in / res.rate_in
     print(
@@ -167,20 +180,29 @@ def cmd_render(args: argparse.Namespace) -> int:
         f"latency {res.latency} samples compensated",
         file=sys.stderr,
     )
-    _report_faults(res.health, res.nonfinite_input)
-    return 0
+    return _report_faults(res.health, res.nonfinite_input)
 
 
-def _report_faults(health: list, nonfinite: int) -> None:
+def _report_faults(health: list, nonfinite: int) -> int:
+    """Print one warning line per repaired fault; return the exit status."""
+    status = 0
     if nonfinite:
-        print(f"wavehost: warning: {nonfinite} NaN/Inf input samples replaced by 0",
-              file=sys.stderr)
+        status = EXIT_REPAIRED
+        print(
+            f"wavehost: warning: {nonfinite} NaN/Inf input samples replaced by 0", file=sys.stderr
+        )
     for h in health:
+        if h.bypassed or h.nonfinite_blocks:
+            status = EXIT_REPAIRED
         if h.bypassed:
             print(f"wavehost: warning: {h.error}", file=sys.stderr)
         elif h.nonfinite_blocks:
-            print(f"wavehost: warning: plugin {h.name} returned NaN/Inf in "
-                  f"{h.nonfinite_blocks} blocks (bypassed for those blocks)", file=sys.stderr)
+            print(
+                f"wavehost: warning: plugin {h.name} returned NaN/Inf in "
+                f"{h.nonfinite_blocks} blocks (bypassed for those blocks)",
+                file=sys.stderr,
+            )
+    return status
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -198,8 +220,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     rate = args.rate or chain.rate_out
     processor = Processor(chain, rate_in=rate, rate_out=rate, block=args.block)
     recorder = Recorder(rate, chain.channels, args.record_input, args.record)
-    engine = Engine(processor, mode=args.mode, margin_blocks=args.margin,
-                    on_block=recorder.write if recorder.active else None)
+    engine = Engine(
+        processor,
+        mode=args.mode,
+        margin_blocks=args.margin,
+        on_block=recorder.write if recorder.active else None,
+    )
     latency: float | str = args.latency
     if isinstance(latency, str) and latency not in ("low", "high"):
         try:
@@ -207,10 +233,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ValueError:
             raise UsageError(f"--latency must be low, high or seconds, got {latency!r}") from None
     stream = open_duplex(
-        engine.callback, backend=args.backend, samplerate=rate, blocksize=args.block,
-        channels=chain.channels, input_device=_device(args.input_device),
-        output_device=_device(args.output_device), monitor=args.monitor, sink=args.sink,
-        latency=latency, input_file=args.input_file, output_file=args.output_file,
+        engine.callback,
+        backend=args.backend,
+        samplerate=rate,
+        blocksize=args.block,
+        channels=chain.channels,
+        input_device=_device(args.input_device),
+        output_device=_device(args.output_device),
+        monitor=args.monitor,
+        sink=args.sink,
+        latency=latency,
+        input_file=args.input_file,
+        output_file=args.output_file,
     )
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -220,8 +254,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         engine.start()
         stream.start()
         info = stream.info
-        print(f"wavehost: {info.backend} {info.input_name} -> {info.output_name}, "
-              f"{rate} Hz, block {args.block}, {args.mode}; Ctrl-C stops", file=sys.stderr)
+        print(
+            f"wavehost: {info.backend} {info.input_name} -> {info.output_name}, "
+            f"{rate} Hz, block {args.block}, {args.mode}; Ctrl-C stops",
+            file=sys.stderr,
+        )
         finished = getattr(stream, "finished", None)
         while not stop.is_set():
             stop.wait(0.25)
@@ -242,10 +279,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(file=sys.stderr)
     report = _final_report(engine, stream, time.perf_counter() - started)
     print(_format_report(report))
-    _report_faults(chain.health, engine.counters.nonfinite_input)
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))
-    return 0
+    return _report_faults(chain.health, engine.counters.nonfinite_input)
 
 
 def _device(value: str | None) -> str | int | None:
@@ -257,8 +293,11 @@ def _final_report(engine, stream, seconds: float) -> dict:
     lat = engine.latency(info.input_latency_s, info.output_latency_s)
     times = engine.timer.recent() * 1e3
     qs = [50, 90, 99, 99.9]
-    dist = dict(zip([f"p{q:g}" for q in qs], np.percentile(times, qs).tolist(), strict=True)) \
-        if times.size else {}
+    dist = (
+        dict(zip([f"p{q:g}" for q in qs], np.percentile(times, qs).tolist(), strict=True))
+        if times.size
+        else {}
+    )
     c = engine.counters
     return {
         "backend": info.backend,
@@ -269,10 +308,16 @@ def _final_report(engine, stream, seconds: float) -> dict:
         "mode": engine.mode,
         "seconds": seconds,
         "latency": lat.to_dict(),
-        "latency_ms": {k: lat.ms(v) for k, v in lat.to_dict().items() if k not in ("rate", "block")},
-        "block_ms": {**dist, "max": float(times.max()) if times.size else None,
-                     "mean": float(times.mean()) if times.size else None,
-                     "budget": 1e3 * engine.timer.budget_s, "count": int(engine.timer.count)},
+        "latency_ms": {
+            k: lat.ms(v) for k, v in lat.to_dict().items() if k not in ("rate", "block")
+        },
+        "block_ms": {
+            **dist,
+            "max": float(times.max()) if times.size else None,
+            "mean": float(times.mean()) if times.size else None,
+            "budget": 1e3 * engine.timer.budget_s,
+            "count": int(engine.timer.count),
+        },
         "callbacks": c.callbacks,
         "misses": c.misses,
         "missed_frames": c.missed_frames,
@@ -288,9 +333,22 @@ def _final_report(engine, stream, seconds: float) -> dict:
 def _format_report(r: dict) -> str:
     from realtime.latency import LatencyReport
 
-    lat = LatencyReport(**{k: r["latency"][k] for k in (
-        "rate", "block", "device_in", "device_out", "reblock", "resample", "threaded_block",
-        "margin", "plugin")})
+    lat = LatencyReport(
+        **{
+            k: r["latency"][k]
+            for k in (
+                "rate",
+                "block",
+                "device_in",
+                "device_out",
+                "reblock",
+                "resample",
+                "threaded_block",
+                "margin",
+                "plugin",
+            )
+        }
+    )
     b = r["block_ms"]
     lines = [lat.format()]
     if b.get("p50") is not None:

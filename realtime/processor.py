@@ -101,14 +101,14 @@ class Processor:
         ``block``-frame calls (pure frame-count arithmetic, the same the resamplers do)."""
         chain = self.chain
         cb = chain.block
-        # all integer arithmetic: chain in = ceil(k·block·cin/rin), chain out = whole chain
-        # blocks × cout/cin, device out = ceil(chain out · rout/cout), demand = k·block·rout/rin
-        rin, rout, cin, cout = self.rate_in, self.rate_out, chain.rate_in, chain.rate_out
+        # integers only. After k calls: chain input ceil(k·block·cin/rin); chain output whole
+        # chain blocks × cout/cin; device output ceil(that × rout/cout) = ceil(blocks·cb·rout/cin)
+        rin, rout, cin = self.rate_in, self.rate_out, chain.rate_in
         worst = 0
         for k in range(1, SIMULATED_CALLS + 1):
             got_in = -(-(k * self.block * cin) // rin)
             chain_blocks = got_in // cb
-            got_out = -(-(chain_blocks * cb * rout) // cin)  # = ceil(blocks·cb·(cout/cin)·rout/cout)
+            got_out = -(-(chain_blocks * cb * rout) // cin)
             worst = max(worst, k * self.block * rout // rin - got_out)
         return worst
 

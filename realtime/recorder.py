@@ -19,11 +19,11 @@ class Recorder:
         output_path: where to write the engine output, or None.
     """
 
-    def __init__(self, rate: int, channels: int, input_path: str | None,
-                 output_path: str | None) -> None:
+    def __init__(
+        self, rate: int, channels: int, input_path: str | None, output_path: str | None
+    ) -> None:
         self._in = sf.SoundFile(input_path, "w", rate, channels, "FLOAT") if input_path else None
-        self._out = (sf.SoundFile(output_path, "w", rate, channels, "FLOAT")
-                     if output_path else None)
+        self._out = sf.SoundFile(output_path, "w", rate, channels, "FLOAT") if output_path else None
 
     @property
     def active(self) -> bool:

@@ -106,9 +106,38 @@ def _open_input(src: Path) -> sf.SoundFile:
     if src.stat().st_size == 0:
         raise RenderError(f"input file is empty (0 bytes): {src}")
     try:
-        return sf.SoundFile(src)
+        reader = sf.SoundFile(src)
     except Exception as exc:
         raise RenderError(f"cannot read {src.name} as audio: {one_line(exc)}") from None
+    declared = _wav_declared_frames(src, reader)
+    if reader.frames == 0 or (declared is not None and declared > reader.frames):
+        reader.close()
+        have = f"holds {reader.frames} frames" if reader.frames else "holds no audio frames"
+        want = f"header declares {declared}, " if declared else ""
+        raise RenderError(f"{src.name} is truncated or empty: {want}file {have}")
+    return reader
+
+
+def _wav_declared_frames(src: Path, reader: sf.SoundFile) -> int | None:
+    """Frames a RIFF/WAVE header promises (libsndfile silently shortens truncated files)."""
+    if reader.format != "WAV":
+        return None
+    with open(src, "rb") as f:
+        head = f.read(4096)
+    pos = 12
+    while pos + 8 <= len(head):
+        tag, size = head[pos : pos + 4], int.from_bytes(head[pos + 4 : pos + 8], "little")
+        if tag == b"data":
+            frame_bytes = _bytes_per_sample(reader)
+            return size // frame_bytes if frame_bytes and size != 0xFFFFFFFF else None
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def _bytes_per_sample(reader: sf.SoundFile) -> int:
+    """Bytes per frame of a WAV file's sample format (0 when not a plain PCM/float format)."""
+    sizes = {"PCM_U8": 1, "PCM_16": 2, "PCM_24": 3, "PCM_32": 4, "FLOAT": 4, "DOUBLE": 8}
+    return sizes.get(reader.subtype, 0) * reader.channels
 
 
 def _temp_beside(dst: Path) -> str:

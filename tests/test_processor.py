@@ -29,8 +29,12 @@ def delayed(x: np.ndarray, d: int, n: int) -> np.ndarray:
 
 
 @settings(max_examples=40, deadline=None)
-@given(block=st.integers(1, 512), multiple=st.integers(1, 160), delay=st.integers(0, 40),
-       channels=st.integers(1, 2))
+@given(
+    block=st.integers(1, 512),
+    multiple=st.integers(1, 160),
+    delay=st.integers(0, 40),
+    channels=st.integers(1, 2),
+)
 def test_identity_through_reblocking_is_an_exact_delay(block, multiple, delay, channels):
     plugin = Fir([1.0], block_multiple=multiple) if channels == 1 else None
     if plugin is None:
@@ -51,8 +55,11 @@ def test_identity_through_reblocking_is_an_exact_delay(block, multiple, delay, c
 
 
 @settings(max_examples=30, deadline=None)
-@given(block=st.integers(1, 400), multiple=st.sampled_from([1, 2, 8, 32, 64]),
-       taps=st.lists(st.floats(-1, 1, width=32), min_size=1, max_size=24))
+@given(
+    block=st.integers(1, 400),
+    multiple=st.sampled_from([1, 2, 8, 32, 64]),
+    taps=st.lists(st.floats(-1, 1, width=32), min_size=1, max_size=24),
+)
 def test_fir_equals_offline_convolution(block, multiple, taps):
     chain = Chain([load_plugin(Fir(taps, block_multiple=multiple))])
     proc = Processor(chain, rate_in=16000, rate_out=16000, block=block)
@@ -85,8 +92,9 @@ def bandlimited_noise(n: int, rate: int, top_hz: float, seed: int = 0) -> np.nda
     return (0.3 * x / np.abs(x).max()).astype(np.float32)
 
 
-@pytest.mark.parametrize(("device", "block"), [(16000, 256), (48000, 256), (44100, 441),
-                                               (8000, 80), (16000, 100)])
+@pytest.mark.parametrize(
+    ("device", "block"), [(16000, 256), (48000, 256), (44100, 441), (8000, 80), (16000, 100)]
+)
 def test_declared_latency_matches_measured_across_edge_resampling(device, block):
     chain = Chain([load_plugin("resample-8k-16k")])
     proc = Processor(chain, rate_in=device, rate_out=device, block=block)
@@ -140,10 +148,14 @@ def offline_ola(x: np.ndarray, w: int, h: int, shape: str) -> np.ndarray:
 
 
 @settings(max_examples=15, deadline=None)
-@given(w_exp=st.integers(3, 8), overlap=st.sampled_from([2, 4]),
-       shape=st.sampled_from(["hann", "sqrt_hann"]), block=st.integers(1, 600))
+@given(
+    w_exp=st.integers(3, 8),
+    overlap=st.sampled_from([2, 4]),
+    shape=st.sampled_from(["hann", "sqrt_hann"]),
+    block=st.integers(1, 600),
+)
 def test_overlap_add_equals_offline_ola(w_exp, overlap, shape, block):
-    w = 2 ** w_exp
+    w = 2**w_exp
     h = w // overlap
     chain = Chain([load_plugin(Windowed(w, h, shape))])
     proc = Processor(chain, rate_in=16000, rate_out=16000, block=block)
