@@ -7,8 +7,15 @@ from hypothesis import strategies as st
 
 from realtime.resample import Resampler
 
-RATES = [(8000, 16000), (16000, 8000), (16000, 48000), (48000, 16000), (44100, 48000),
-         (48000, 44100), (16000, 16000)]
+RATES = [
+    (8000, 16000),
+    (16000, 8000),
+    (16000, 48000),
+    (48000, 16000),
+    (44100, 48000),
+    (48000, 44100),
+    (16000, 16000),
+]
 
 
 def _run(res: Resampler, x: np.ndarray, sizes: list[int]) -> np.ndarray:

@@ -20,8 +20,10 @@ def test_ring_matches_a_fifo_model(capacity, channels, ops):
     overflow = underflow = 0
     for is_write, n in ops:
         if is_write:
-            frames = (np.arange(counter, counter + n, dtype=np.float32)[:, None]
-                      + np.arange(channels, dtype=np.float32) * 0.25)
+            frames = (
+                np.arange(counter, counter + n, dtype=np.float32)[:, None]
+                + np.arange(channels, dtype=np.float32) * 0.25
+            )
             counter += n
             fit = min(n, capacity - len(model))
             assert ring.write(frames) == fit
