@@ -321,6 +321,7 @@ def _final_report(engine, stream, seconds: float) -> dict:
         "callbacks": c.callbacks,
         "misses": c.misses,
         "missed_frames": c.missed_frames,
+        "miss_times_s": engine.miss_times(),
         "nonfinite_input": c.nonfinite_input,
         "dropped_input": c.dropped_input,
         "xruns": dict(stream.xruns),

@@ -97,6 +97,7 @@ class Engine:
         self._last_out = np.zeros(ch, np.float32)
         self._last_dry = np.zeros(ch, np.float32)
         self._wet_gain = 1.0
+        self._miss_log = np.zeros(64, np.int64)  # callback index of the first 64 misses
         self._debt = 0  # wet frames owed to the timeline: discard them when they arrive
         self._in_ring = Ring(64 * b, ch)
         self._out_ring = Ring(64 * b + self.buffered, ch)
@@ -170,6 +171,8 @@ class Engine:
 
     def _miss(self, n: int, wet: np.ndarray, dry: np.ndarray, out: np.ndarray) -> None:
         c = self.counters
+        if c.misses < self._miss_log.shape[0]:
+            self._miss_log[c.misses] = c.callbacks - 1
         c.misses += 1
         got = 0 if self._debt else self._out_ring.read(wet)
         self._debt += n - got
@@ -236,6 +239,11 @@ class Engine:
             margin=self.margin_blocks * self.block,
             plugin=p.plugin,
         )
+
+    def miss_times(self) -> list[float]:
+        """Stream time (s) of the first 64 deadline misses (threaded mode)."""
+        n = min(self.counters.misses, self._miss_log.shape[0])
+        return [float(i) * self.block / self.rate for i in self._miss_log[:n]]
 
     def status_line(self) -> str:
         """One line: block time p50/p99, misses, bad input, plugin faults."""

@@ -48,6 +48,17 @@ def sanitize(x: np.ndarray) -> int:
 
 
 @njit(nogil=True, cache=True)
+def count_nonfinite(x: np.ndarray) -> int:
+    """How many samples of the 2-D ``x`` (any layout) are NaN or Inf."""
+    bad = 0
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            if not np.isfinite(x[i, j]):
+                bad += 1
+    return bad
+
+
+@njit(nogil=True, cache=True)
 def polyphase(
     hist: np.ndarray, taps: np.ndarray, up: int, down: int, m0: int, base: int, out: np.ndarray
 ) -> None:
@@ -114,6 +125,8 @@ def warm_up() -> None:
     ring_write(a, b, 6)
     ring_read(a, b, 6)
     sanitize(b)
+    count_nonfinite(b)
+    count_nonfinite(b.T)
     polyphase(a, np.zeros((2, 3), np.float32), 2, 1, 4, 0, b)
     delay_line(a, 0, b, b, 2)
     crossfade(b, b, b, 1.0, 0.0)

@@ -77,6 +77,19 @@ class Resampler:
         self._received = 0  # input frames seen
         self._produced = 0  # output frames returned
 
+    def push(self, x: np.ndarray) -> None:
+        """Take ``x`` ``(n, channels)`` into the history without computing outputs: the outputs
+        it would have produced are skipped. Cheap; keeps the resampler ready to take over."""
+        n = x.shape[0]
+        keep = self._k - 1
+        if n >= keep:
+            self._hist[:keep] = x[n - keep :]
+        else:
+            self._hist[: keep - n] = self._hist[n:keep]
+            self._hist[keep - n : keep] = x
+        self._received += n
+        self._produced = -(-(self._received * self.up) // self.down)
+
     def process(self, x: np.ndarray) -> np.ndarray:
         """Resample ``x`` ``(n, channels)``; returns a view ``(m, channels)`` valid until the next
         call."""

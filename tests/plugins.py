@@ -79,7 +79,7 @@ class Fir(nn.Module):
 
 
 class Slow:
-    """Identity that sleeps ``factor`` × the block duration every ``every``-th call."""
+    """A gain that sleeps ``factor`` × the block duration every ``every``-th call."""
 
     streaming = True
     channels = 1
@@ -90,16 +90,18 @@ class Slow:
     parameter_max: list[float] = []
     parameter_default: list[float] = []
 
-    def __init__(self, rate: int, factor: float = 3.0, every: int = 10, block: int = 256) -> None:
+    def __init__(
+        self, rate: int, factor: float = 3.0, every: int = 10, block: int = 256, gain: float = 1.0
+    ) -> None:
         self.sample_rate_in = self.sample_rate_out = rate
-        self.factor, self.every, self.block = factor, every, block
+        self.factor, self.every, self.block, self.gain = factor, every, block, gain
         self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls += 1
         if self.calls % self.every == 0:
             time.sleep(self.factor * self.block / self.sample_rate_in)
-        return x.clone()
+        return x * self.gain
 
     __call__ = forward
 

@@ -60,3 +60,21 @@ def test_images_are_rejected_when_upsampling():
     tone = spec[np.argmin(np.abs(freqs - 3000))]
     image = spec[np.argmin(np.abs(freqs - 5000))]
     assert 20 * np.log10(image / tone) < -60
+
+
+@settings(max_examples=25, deadline=None)
+@given(pair=st.sampled_from(RATES), sizes=st.lists(st.integers(1, 300), min_size=2, max_size=12),
+       pushes=st.lists(st.booleans(), min_size=2, max_size=12))
+def test_push_keeps_the_resampler_ready_to_take_over(pair, sizes, pushes):
+    a, b = pair
+    x = np.random.default_rng(2).standard_normal((3000, 1)).astype(np.float32)
+    full, lazy = Resampler(a, b), Resampler(a, b)
+    i = k = 0
+    while i < len(x):
+        n = sizes[k % len(sizes)]
+        want = full.process(x[i : i + n]).copy()
+        if pushes[k % len(pushes)]:
+            lazy.push(x[i : i + n])
+        else:
+            np.testing.assert_allclose(lazy.process(x[i : i + n]), want, atol=1e-6)
+        i, k = i + n, k + 1

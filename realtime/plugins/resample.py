@@ -36,7 +36,7 @@ class ResamplerPlugin:
         y = self._resampler.process(frames)
         if self._gain != 1.0:
             y = y * self._gain
-        return torch.from_numpy(np.ascontiguousarray(y.T))[None]
+        return torch.from_numpy(y.T.copy())[None]  # y is the resampler's reused buffer
 
     __call__ = forward
 
