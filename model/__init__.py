@@ -1,0 +1,1 @@
+"""wavehost models: wavelet filter banks, streaming convolutions, the wavelet U-Net, export."""

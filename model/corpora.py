@@ -1,0 +1,573 @@
+"""Training corpora: a cached, resampled, bandwidth-filtered, segmented copy, built once.
+
+Sources are folders of audio files (the Debian packages of notes/corpora.md, unpacked by
+``scripts/install-corpora.sh`` under ``$WAVEHOST_CACHE/debs/root``, or any folder). For each
+file, in order:
+
+1. decode with soundfile (a file that fails is counted ``unreadable`` and skipped);
+2. ``rate``: drop files whose sample rate is below the target rate (they cannot be targets);
+3. ``band``: mix to mono and measure the bandwidth — the highest frequency whose long-term level
+   (Welch mean of Hann-windowed power spectra, smoothed over ~200 Hz) is within 60 dB of the peak
+   level in 0.2–4 kHz — and drop files below ``min_band_hz`` (e.g. 7.5 kHz for 16 kHz targets);
+4. ``silent``: trim leading and trailing silence (20 ms frames 40 dB below the loudest) and drop
+   files with less than 0.25 s left;
+5. resample to ``rate`` with soxr (VHQ), fade the ends (5 ms), concatenate the files of one group
+   (a speaker / language / level folder) and cut them into segments of ``segment_s`` seconds
+   (a tail of at least half a segment is zero-padded, a shorter one dropped).
+
+The train/validation split is by group (the first folder below the source root: a klettres
+language folder, a fillets-ng level folder), never by segment; a source with a single group is
+split by file. Groups are shuffled with ``seed`` and taken into validation until ``val_fraction``
+of the source's files are there.
+
+On-disk format (``out_dir``):
+
+- ``manifest.json``::
+
+    {"format": "wavehost-segments/1", "rate": 16000, "segment_samples": 32000,
+     "segment_s": 2.0, "min_band_hz": 7500.0, "val_fraction": 0.1, "seed": 0,
+     "sources": [{"name", "root", "pattern", "licence"}],
+     "splits": {"train": {"shards": [{"file": "train-000.npy", "segments": 1024}],
+                          "segments": N, "seconds": S, "groups": ["source/group", ...]},
+                "val": {...}},
+     "filters": {source: {"found" | "unreadable" | "rate" | "band" | "silent" | "kept":
+                          {"files": n, "seconds": s}}},
+     "files": [{"path", "source", "group", "split", "rate", "seconds", "band_hz", "status"}]}
+
+  ``seconds`` in ``filters`` are the files' durations before trimming; ``status`` is ``kept`` or
+  the name of the filter that dropped the file.
+- ``{split}-{k:03d}.npy``: float32 arrays of shape ``(segments, segment_samples)``, mono at
+  ``rate`` Hz; read them with :class:`SegmentDataset` (memory-mapped).
+
+Command line: ``python -m model.corpora --speech`` builds the 8 → 16 kHz speech set into
+``$WAVEHOST_CACHE/datasets/speech16k`` (default cache ``~/.cache/wavehost``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from tqdm import tqdm
+
+FORMAT = "wavehost-segments/1"
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
+BAND_FLOOR_DB = 60.0
+BAND_REF_HZ = (200.0, 4000.0)
+MIN_VOICED_S = 0.25
+SHARD_SEGMENTS = 1024
+FILTERS = ("found", "unreadable", "rate", "band", "silent", "kept")
+
+
+class CorpusError(Exception):
+    """Bad corpus input (no audio, nothing decodable, wrong rates). The message is one line."""
+
+
+def cache_root() -> Path:
+    """``$WAVEHOST_CACHE`` or ``~/.cache/wavehost``."""
+    return Path(os.environ.get("WAVEHOST_CACHE", Path.home() / ".cache" / "wavehost"))
+
+
+def corpora_root() -> Path:
+    """Where ``scripts/install-corpora.sh`` unpacks the Debian packages."""
+    return cache_root() / "debs" / "root"
+
+
+@dataclass(frozen=True)
+class Source:
+    """A folder of audio files. ``pattern``: glob below ``root``; ``exclude``: file names to skip;
+    ``group_depth``: how many folders below ``root`` name a group (speaker/language/level);
+    0 puts every file in one group, i.e. a split by file."""
+
+    name: str
+    root: Path
+    pattern: str = "**/*"
+    licence: str = ""
+    exclude: tuple[str, ...] = ()
+    group_depth: int = 1
+
+    def files(self) -> list[Path]:
+        """The audio files of this source, sorted."""
+        if not self.root.is_dir():
+            raise CorpusError(
+                f"corpus folder {self.root} does not exist "
+                f"(install the corpora: scripts/install-corpora.sh --speech)"
+            )
+        found = sorted(
+            p
+            for p in self.root.glob(self.pattern)
+            if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES and p.name not in self.exclude
+        )
+        if not found:
+            raise CorpusError(
+                f"no audio files under {self.root} matching {self.pattern} "
+                f"(looked for {' '.join(AUDIO_SUFFIXES)})"
+            )
+        return found
+
+    def group(self, path: Path) -> str:
+        """The split unit of ``path``: its first ``group_depth`` folders below the root."""
+        parts = path.relative_to(self.root).parts
+        return (
+            "/".join(parts[: self.group_depth])
+            if len(parts) > self.group_depth
+            else str(Path(*parts))
+        )
+
+
+def speech_sources(root: Path | None = None) -> list[Source]:
+    """The speech corpora of notes/corpora.md (klettres-data, fillets-ng-data-cs)."""
+    root = corpora_root() if root is None else root
+    return [
+        Source("klettres", root / "usr/share/klettres", "*/*/*.ogg", "GPL-2+"),
+        Source("fillets-cs", root / "usr/share/games/fillets-ng/sound", "**/cs/*.ogg", "GPL-2+"),
+    ]
+
+
+def music_sources(root: Path | None = None) -> list[Source]:
+    """The music corpora of notes/corpora.md, split by file (``group_depth`` 0)."""
+    root = corpora_root() if root is None else root
+    games = root / "usr/share/games"
+    return [
+        Source(
+            "wesnoth",
+            games / "wesnoth/1.16/data/core/music",
+            "*.ogg",
+            "GPL-2",
+            exclude=("silence.ogg",),
+            group_depth=0,
+        ),
+        Source("warzone2100", games / "warzone2100/music", "**/*.opus", "GPL-2+", group_depth=0),
+        Source(
+            "singularity", games / "singularity/music", "**/*.ogg", "CC-BY-SA-3.0", group_depth=0
+        ),
+        Source(
+            "drascula",
+            root / "usr/share/scummvm/drascula/audio",
+            "*.ogg",
+            "BSD-like",
+            group_depth=0,
+        ),
+        Source(
+            "sonic-pi",
+            root / "usr/share/sonic-pi/samples",
+            "*.flac",
+            "CC0 (a few CC-BY-SA-4.0)",
+            group_depth=0,
+        ),
+    ]
+
+
+def measure_bandwidth(x: np.ndarray, rate: int, floor_db: float = BAND_FLOOR_DB) -> float:
+    """Bandwidth of a mono signal in Hz: the highest frequency whose long-term level is within
+    ``floor_db`` dB of the peak level in 0.2–4 kHz (0 for silence)."""
+    n_fft = 1 << int(np.ceil(np.log2(rate / 20)))  # ~20 Hz bins
+    x = np.asarray(x, dtype=np.float64)
+    if len(x) < n_fft:
+        x = np.pad(x, (0, n_fft - len(x)))
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[:: n_fft // 2]
+    power = np.mean(np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2, axis=0)
+    width = max(1, round(200.0 * n_fft / rate))
+    power = np.convolve(power, np.ones(width) / width, mode="same")
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / rate)
+    ref = power[(freqs >= BAND_REF_HZ[0]) & (freqs <= BAND_REF_HZ[1])].max()
+    if ref <= 0:
+        return 0.0
+    above = np.nonzero(power >= ref * 10 ** (-floor_db / 10))[0]
+    return float(freqs[above[-1]])
+
+
+def _trim(x: np.ndarray, rate: int) -> np.ndarray:
+    hop = max(1, rate // 50)
+    n = len(x) // hop
+    if n == 0:
+        return x[:0]
+    level = 10 * np.log10(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12)
+    loud = np.nonzero(level > level.max() - 40.0)[0]
+    return x[loud[0] * hop : (loud[-1] + 1) * hop]
+
+
+def _fade(x: np.ndarray, rate: int) -> np.ndarray:
+    n = min(len(x) // 2, int(0.005 * rate))
+    ramp = np.linspace(0.0, 1.0, n, endpoint=False)
+    x = x.copy()
+    x[:n] *= ramp
+    x[len(x) - n :] *= ramp[::-1]
+    return x
+
+
+@dataclass
+class Manifest:
+    """A built dataset: its folder and the parsed ``manifest.json`` (format in the module doc)."""
+
+    dir: Path
+    data: dict[str, Any]
+
+    @classmethod
+    def load(cls, out_dir: str | Path) -> Manifest:
+        """Read ``out_dir/manifest.json``; raise :class:`CorpusError` if there is none."""
+        path = Path(out_dir) / "manifest.json"
+        if not path.is_file():
+            raise CorpusError(f"no dataset manifest at {path} (build it: python -m model.corpora)")
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise CorpusError(f"{path} is not a {FORMAT} manifest")
+        return cls(Path(out_dir), data)
+
+    @property
+    def rate(self) -> int:
+        """Sample rate of every segment, Hz."""
+        return int(self.data["rate"])
+
+    @property
+    def segment_samples(self) -> int:
+        """Samples per segment."""
+        return int(self.data["segment_samples"])
+
+    def shards(self, split: str) -> list[tuple[Path, int]]:
+        """``(npy path, segment count)`` of each shard of ``split`` ("train" or "val")."""
+        if split not in self.data["splits"]:
+            raise CorpusError(
+                f"no split {split!r} in {self.dir} (have {list(self.data['splits'])})"
+            )
+        return [
+            (self.dir / s["file"], int(s["segments"])) for s in self.data["splits"][split]["shards"]
+        ]
+
+    def summary(self) -> str:
+        """A markdown table of how much audio each filter kept, per source, and the split."""
+        lines = [
+            f"dataset {self.dir}: {self.rate} Hz, {self.data['segment_s']} s segments, "
+            f"band >= {self.data['min_band_hz']:.0f} Hz (within {BAND_FLOOR_DB:.0f} dB of the "
+            f"0.2-4 kHz peak)",
+            "",
+            "| source | " + " | ".join(FILTERS) + " |",
+            "|---|" + "---|" * len(FILTERS),
+        ]
+        for name, stats in self.data["filters"].items():
+            cells = [f"{stats[k]['files']} / {stats[k]['seconds'] / 60:.1f} min" for k in FILTERS]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for split, info in self.data["splits"].items():
+            lines.append(
+                f"{split}: {info['segments']} segments, {info['seconds'] / 3600:.2f} h, "
+                f"{len(info['groups'])} groups"
+            )
+        return "\n".join(lines)
+
+
+class _ShardWriter:
+    def __init__(self, out_dir: Path, split: str, seg: int) -> None:
+        self.out_dir, self.split, self.seg = out_dir, split, seg
+        self.pending: list[np.ndarray] = []
+        self.shards: list[dict[str, Any]] = []
+        self.count = 0
+
+    def add(self, segments: np.ndarray) -> None:
+        self.pending.extend(segments)
+        while len(self.pending) >= SHARD_SEGMENTS:
+            self._flush(SHARD_SEGMENTS)
+
+    def _flush(self, n: int) -> None:
+        name = f"{self.split}-{len(self.shards):03d}.npy"
+        np.save(self.out_dir / name, np.stack(self.pending[:n]).astype(np.float32))
+        self.pending = self.pending[n:]
+        self.shards.append({"file": name, "segments": n})
+        self.count += n
+
+    def close(self) -> None:
+        if self.pending:
+            self._flush(len(self.pending))
+
+
+def _split_groups(
+    groups: dict[str, int], val_fraction: float, rng: np.random.Generator
+) -> set[str]:
+    """Validation groups (name → file count): shuffled, until ``val_fraction`` of the files."""
+    names = sorted(groups)
+    if len(names) < 2 or val_fraction <= 0:
+        return set()
+    order = rng.permutation(len(names))
+    total, val, chosen = sum(groups.values()), 0, set()
+    for i in order:
+        if val >= val_fraction * total or len(chosen) == len(names) - 1:
+            break
+        chosen.add(names[i])
+        val += groups[names[i]]
+    return chosen
+
+
+def _plan(source: Source, val_fraction: float, seed: int) -> list[tuple[Path, str, str]]:
+    """``(file, group, split)`` for every file of ``source``, grouped."""
+    files = source.files()
+    groups = [source.group(f) for f in files]
+    counts: dict[str, int] = {}
+    for g in groups:
+        counts[g] = counts.get(g, 0) + 1
+    if len(counts) < 2:  # one folder: split by file
+        groups = [str(f.relative_to(source.root)) for f in files]
+        counts = dict.fromkeys(groups, 1)
+    val = _split_groups(counts, val_fraction, np.random.default_rng([seed, len(files)]))
+    plan = [(f, g, "val" if g in val else "train") for f, g in zip(files, groups, strict=True)]
+    return sorted(plan, key=lambda p: (p[1], str(p[0])))
+
+
+def _read_mono(path: Path) -> tuple[np.ndarray, int]:
+    x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    return x.mean(axis=1), int(sr)
+
+
+def _group_runs(plan: list[tuple[Path, str, str]]) -> Iterator[list[tuple[Path, str, str]]]:
+    run: list[tuple[Path, str, str]] = []
+    for item in plan:
+        if run and item[1] != run[0][1]:
+            yield run
+            run = []
+        run.append(item)
+    if run:
+        yield run
+
+
+def build_dataset(
+    sources: Sequence[Source | str | Path],
+    out_dir: str | Path,
+    *,
+    rate: int = 16000,
+    segment_s: float = 2.0,
+    min_band_hz: float = 7500.0,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Manifest:
+    """Build (once) the segmented dataset of ``sources`` in ``out_dir`` and return its manifest.
+
+    ``rate``: target rate, Hz; ``segment_s``: segment length, s; ``min_band_hz``: the measured
+    bandwidth a file needs to be a target, Hz. An existing dataset with the same settings is
+    returned as is; one with other settings needs ``overwrite``. Raises :class:`CorpusError`.
+    """
+    out = Path(out_dir)
+    srcs = [s if isinstance(s, Source) else Source(Path(s).name, Path(s)) for s in sources]
+    if not srcs:
+        raise CorpusError("no corpus sources given")
+    settings = {
+        "rate": rate,
+        "segment_samples": round(segment_s * rate),
+        "segment_s": segment_s,
+        "min_band_hz": float(min_band_hz),
+        "val_fraction": val_fraction,
+        "seed": seed,
+        "sources": [
+            {"name": s.name, "root": str(s.root), "pattern": s.pattern, "licence": s.licence}
+            for s in srcs
+        ],
+    }
+    if (out / "manifest.json").is_file() and not overwrite:
+        manifest = Manifest.load(out)
+        if all(manifest.data.get(k) == v for k, v in settings.items()):
+            return manifest
+        raise CorpusError(
+            f"{out} holds a dataset built with other settings (rebuild with overwrite)"
+        )
+    if min_band_hz > rate / 2:
+        raise CorpusError(
+            f"min_band_hz {min_band_hz} Hz is above the Nyquist frequency of {rate} Hz"
+        )
+    plans = [(s, _plan(s, val_fraction, seed)) for s in srcs]
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*-[0-9][0-9][0-9].npy"):
+        old.unlink()
+    seg = settings["segment_samples"]
+    writers = {split: _ShardWriter(out, split, seg) for split in ("train", "val")}
+    filters: dict[str, dict[str, dict[str, float]]] = {}
+    files: list[dict[str, Any]] = []
+    groups: dict[str, set[str]] = {"train": set(), "val": set()}
+    rates: set[int] = set()
+    bar = tqdm(
+        total=sum(len(p) for _, p in plans),
+        unit="file",
+        disable=not progress,
+        desc=f"building {out.name}",
+    )
+    for source, plan in plans:
+        stats = {k: {"files": 0, "seconds": 0.0} for k in FILTERS}
+        filters[source.name] = stats
+
+        def count(key: str, seconds: float, stats: dict[str, dict[str, float]] = stats) -> None:
+            stats[key]["files"] += 1
+            stats[key]["seconds"] += seconds
+
+        for run in _group_runs(plan):
+            pieces: list[np.ndarray] = []
+            for path, group, split in run:
+                bar.update(1)
+                entry: dict[str, Any] = {
+                    "path": str(path.relative_to(source.root)),
+                    "source": source.name,
+                    "group": group,
+                    "split": split,
+                }
+                files.append(entry)
+                try:
+                    x, sr = _read_mono(path)
+                except (sf.LibsndfileError, RuntimeError, ValueError):
+                    count("found", 0.0)
+                    count("unreadable", 0.0)
+                    entry["status"] = "unreadable"
+                    continue
+                seconds = len(x) / sr
+                entry.update(rate=sr, seconds=round(seconds, 3))
+                count("found", seconds)
+                rates.add(sr)
+                if sr < rate:
+                    count("rate", seconds)
+                    entry["status"] = "rate"
+                    continue
+                band = measure_bandwidth(x, sr)
+                entry["band_hz"] = round(band, 1)
+                if band < min_band_hz:
+                    count("band", seconds)
+                    entry["status"] = "band"
+                    continue
+                voiced = _trim(x, sr)
+                if len(voiced) < MIN_VOICED_S * sr:
+                    count("silent", seconds)
+                    entry["status"] = "silent"
+                    continue
+                y = soxr.resample(voiced, sr, rate, quality="VHQ") if sr != rate else voiced
+                pieces.append(_fade(y.astype(np.float32), rate))
+                count("kept", seconds)
+                entry["status"] = "kept"
+            if not pieces:
+                continue
+            stream = np.concatenate(pieces)
+            n = len(stream) // seg
+            if len(stream) - n * seg >= seg // 2:
+                stream = np.pad(stream, (0, (n + 1) * seg - len(stream)))
+                n += 1
+            if n:
+                split = run[0][2]
+                writers[split].add(stream[: n * seg].reshape(n, seg))
+                groups[split].add(f"{source.name}/{run[0][1]}")
+    bar.close()
+    for w in writers.values():
+        w.close()
+    found = sum(s["found"]["files"] for s in filters.values())
+    unreadable = sum(s["unreadable"]["files"] for s in filters.values())
+    if unreadable == found:
+        raise CorpusError(f"none of the {found} audio files could be decoded")
+    if not any(
+        s["rate"]["files"] < s["found"]["files"] - s["unreadable"]["files"]
+        for s in filters.values()
+    ):
+        raise CorpusError(
+            f"no file at {rate} Hz or more (found {', '.join(map(str, sorted(rates)))} Hz): "
+            f"cannot make {rate} Hz targets"
+        )
+    if writers["train"].count + writers["val"].count == 0:
+        widest = max((f.get("band_hz", 0.0) for f in files), default=0.0)
+        raise CorpusError(
+            f"no usable audio: no file covers {min_band_hz:.0f} Hz (widest {widest:.0f} Hz) "
+            f"with at least {MIN_VOICED_S} s of sound"
+        )
+    data = {
+        "format": FORMAT,
+        **settings,
+        "splits": {
+            split: {
+                "shards": w.shards,
+                "segments": w.count,
+                "seconds": w.count * seg / rate,
+                "groups": sorted(groups[split]),
+            }
+            for split, w in writers.items()
+        },
+        "filters": filters,
+        "files": files,
+    }
+    (out / "manifest.json").write_text(json.dumps(data, indent=1))
+    return Manifest(out, data)
+
+
+class SegmentDataset(torch.utils.data.Dataset):
+    """Segments of one split as float32 tensors ``(1, segment_samples)`` at ``manifest.rate`` Hz.
+
+    Shards are memory-mapped lazily (each DataLoader worker maps its own).
+    """
+
+    def __init__(self, manifest: Manifest | str | Path, split: str = "train") -> None:
+        self.manifest = manifest if isinstance(manifest, Manifest) else Manifest.load(manifest)
+        self.split = split
+        self._shards = self.manifest.shards(split)
+        self._ends = np.cumsum([n for _, n in self._shards])
+        self._maps: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return int(self._ends[-1]) if len(self._ends) else 0
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        shard = int(np.searchsorted(self._ends, index, side="right"))
+        if shard not in self._maps:
+            self._maps[shard] = np.load(self._shards[shard][0], mmap_mode="r")
+        start = int(self._ends[shard - 1]) if shard else 0
+        return torch.from_numpy(np.array(self._maps[shard][index - start]))[None]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m model.corpora [--speech|--music|DIR ...] [--out DIR] [--rate HZ] ...``"""
+    p = argparse.ArgumentParser(prog="python -m model.corpora", description=__doc__.split("\n")[0])
+    p.add_argument("folders", nargs="*", type=Path, help="extra source folders")
+    p.add_argument("--speech", action="store_true", help="klettres-data + fillets-ng-data-cs")
+    p.add_argument("--music", action="store_true", help="the music packages")
+    p.add_argument("--out", type=Path, help="dataset folder (default: cache/datasets/NAME)")
+    p.add_argument("--rate", type=int, default=16000, help="target rate, Hz")
+    p.add_argument("--segment", type=float, default=2.0, help="segment length, s")
+    p.add_argument(
+        "--min-band", type=float, help="bandwidth a target needs, Hz (default 0.47 * rate)"
+    )
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--overwrite", action="store_true")
+    args = p.parse_args(argv)
+    sources: list[Source | str | Path] = [*args.folders]
+    if args.speech:
+        sources += speech_sources()
+    if args.music:
+        sources += music_sources()
+    if not sources:
+        p.error("give --speech, --music or source folders")
+    kind = "speech" if args.speech and not args.music else "music" if args.music else "custom"
+    out = args.out or cache_root() / "datasets" / f"{kind}{args.rate // 1000}k"
+    min_band = args.min_band if args.min_band is not None else round(0.46875 * args.rate)
+    try:
+        manifest = build_dataset(
+            sources,
+            out,
+            rate=args.rate,
+            segment_s=args.segment,
+            min_band_hz=min_band,
+            val_fraction=args.val_fraction,
+            seed=args.seed,
+            overwrite=args.overwrite,
+        )
+    except CorpusError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(manifest.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,247 @@
+"""On-the-fly degradations: 16 kHz wideband → 8 kHz narrowband, and real MP3 coding.
+
+8 → 16 kHz training pairs (:func:`degrade_8k`): for each example, one anti-aliasing low-pass drawn
+at random from several designs (windowed-sinc FIR with Hann / Hamming / Blackman / Kaiser windows
+and 32–256 taps; Butterworth order 4–12; Chebyshev type I order 4–10 with 0.05–1 dB ripple), a
+cut-off uniform in 3.4–4 kHz, decimation by 2, then optionally a telephone band-pass (300–3400 Hz)
+and optionally G.711-style μ-law companding (μ = 255, 8 bits). Every filter is applied with zero
+phase (its magnitude response, in the DFT domain over a zero-padded signal) so the narrowband
+input stays sample-aligned with the target: output sample ``k`` is input sample ``2k``. All the
+random choices come from a seeded :class:`numpy.random.Generator`, so a seed fixes the batch.
+
+MP3 (:func:`mp3_roundtrip`): LAME (lameenc) CBR encoding at a given bitrate, decoding with
+soundfile, and removal of the encoder + decoder delay (:data:`MP3_DELAY` samples) so the decoded
+signal lines up with the input sample for sample.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import torch
+
+RATE_WIDE = 16000
+RATE_NARROW = 8000
+FILTER_KINDS = ("fir_hann", "fir_hamming", "fir_blackman", "fir_kaiser", "butter", "cheby1")
+MU = 255.0
+_PAD = 1024  # zero padding on each side before the DFT-domain filter, samples at 16 kHz
+
+
+@dataclass(frozen=True)
+class DegradeConfig:
+    """Ranges of the random 16 → 8 kHz degradation (frequencies in Hz, probabilities in 0–1)."""
+
+    cutoff_hz: tuple[float, float] = (3400.0, 4000.0)
+    kinds: tuple[str, ...] = FILTER_KINDS
+    telephone_p: float = 0.25
+    mulaw_p: float = 0.25
+
+
+@dataclass(frozen=True)
+class DegradeParams:
+    """One example's degradation. ``order``: FIR taps − 1, or IIR order; ``ripple_db`` and
+    ``kaiser_beta`` only for ``cheby1`` / ``fir_kaiser``."""
+
+    kind: str
+    cutoff_hz: float
+    order: int
+    ripple_db: float = 0.0
+    kaiser_beta: float = 0.0
+    telephone: bool = False
+    mulaw: bool = False
+
+
+def sample_params(
+    rng: np.random.Generator, config: DegradeConfig = DegradeConfig()
+) -> DegradeParams:
+    """Draw one example's degradation from ``config``."""
+    kind = str(rng.choice(config.kinds))
+    cutoff = float(rng.uniform(*config.cutoff_hz))
+    ripple = beta = 0.0
+    if kind.startswith("fir"):
+        order = 2 * int(rng.integers(16, 129))  # 33..257 taps, odd length (type I, zero phase)
+        if kind == "fir_kaiser":
+            beta = float(rng.uniform(4.0, 10.0))
+    elif kind == "butter":
+        order = int(rng.integers(4, 13))
+    elif kind == "cheby1":
+        order = int(rng.integers(4, 11))
+        ripple = float(rng.uniform(0.05, 1.0))
+    else:
+        raise ValueError(f"unknown filter kind {kind!r}; choose from {FILTER_KINDS}")
+    return DegradeParams(
+        kind=kind,
+        cutoff_hz=cutoff,
+        order=order,
+        ripple_db=ripple,
+        kaiser_beta=beta,
+        telephone=bool(rng.random() < config.telephone_p),
+        mulaw=bool(rng.random() < config.mulaw_p),
+    )
+
+
+def _fir_window(kind: str, length: int, beta: float) -> np.ndarray:
+    if kind == "fir_hann":
+        return np.hanning(length)
+    if kind == "fir_hamming":
+        return np.hamming(length)
+    if kind == "fir_blackman":
+        return np.blackman(length)
+    return np.kaiser(length, beta)
+
+
+def _butter_mag(
+    freq: np.ndarray, cutoff: float, order: int, rate: int, high: bool = False
+) -> np.ndarray:
+    """Magnitude of a bilinear-transformed Butterworth filter (−3 dB at ``cutoff`` Hz)."""
+    warp = np.tan(np.pi * np.minimum(freq, rate / 2 * (1 - 1e-9)) / rate) / np.tan(
+        np.pi * cutoff / rate
+    )
+    ratio = 1.0 / np.maximum(warp, 1e-12) if high else warp
+    return 1.0 / np.sqrt(1.0 + ratio ** (2 * order))
+
+
+def response(params: DegradeParams, n_fft: int, rate: int = RATE_WIDE) -> np.ndarray:
+    """Zero-phase magnitude response of one example's filters on the ``rfft`` grid of ``n_fft``."""
+    freq = np.fft.rfftfreq(n_fft, 1.0 / rate)
+    fc = params.cutoff_hz
+    if params.kind.startswith("fir"):
+        m = params.order
+        n = np.arange(m + 1) - m / 2
+        h = (
+            2
+            * fc
+            / rate
+            * np.sinc(2 * fc / rate * n)
+            * _fir_window(params.kind, m + 1, params.kaiser_beta)
+        )
+        h /= h.sum()
+        centred = np.zeros(n_fft)
+        centred[: m // 2 + 1] = h[m // 2 :]
+        centred[n_fft - m // 2 :] = h[: m // 2]
+        mag = np.fft.rfft(centred).real
+    elif params.kind == "butter":
+        mag = _butter_mag(freq, fc, params.order, rate)
+    else:  # cheby1: equiripple passband up to fc, monotone stopband
+        eps = math.sqrt(10 ** (params.ripple_db / 10) - 1)
+        w = np.tan(np.pi * np.minimum(freq, rate / 2 * (1 - 1e-9)) / rate) / np.tan(
+            np.pi * fc / rate
+        )
+        cheb = np.where(
+            w <= 1,
+            np.cos(params.order * np.arccos(np.minimum(w, 1.0))),
+            np.cosh(params.order * np.arccosh(np.maximum(w, 1.0))),
+        )
+        mag = 1.0 / np.sqrt(1.0 + (eps * cheb) ** 2)
+    if params.telephone:
+        mag = (
+            mag * _butter_mag(freq, 300.0, 4, rate, high=True) * _butter_mag(freq, 3400.0, 8, rate)
+        )
+    return mag
+
+
+def mulaw_encode(x: torch.Tensor) -> torch.Tensor:
+    """μ-law (μ = 255) companding and 8-bit quantisation: floats in [−1, 1] → codes 0..255."""
+    y = torch.sign(x) * torch.log1p(MU * x.clamp(-1, 1).abs()) / math.log1p(MU)
+    return torch.round((y + 1) / 2 * 255).to(torch.uint8)
+
+
+def mulaw_decode(code: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`mulaw_encode`: codes 0..255 → floats in [−1, 1] (float32)."""
+    y = code.to(torch.float32) / 255 * 2 - 1
+    return torch.sign(y) * torch.expm1(y.abs() * math.log1p(MU)) / MU
+
+
+def apply_params(x: torch.Tensor, params: list[DegradeParams]) -> torch.Tensor:
+    """Degrade ``x`` (batch, 1, time) at 16 kHz with one :class:`DegradeParams` per example.
+
+    Returns (batch, 1, time // 2) float32 at 8 kHz; sample ``k`` lines up with input sample ``2k``.
+    """
+    if x.ndim != 3 or x.shape[1] != 1:
+        raise ValueError(f"expected (batch, 1, time), got {tuple(x.shape)}")
+    if len(params) != x.shape[0]:
+        raise ValueError(f"{len(params)} parameter sets for a batch of {x.shape[0]}")
+    t = x.shape[-1]
+    n_fft = t + 2 * _PAD
+    mags = torch.from_numpy(np.stack([response(p, n_fft) for p in params])).to(torch.float32)
+    spec = torch.fft.rfft(torch.nn.functional.pad(x.detach().float().cpu(), (_PAD, _PAD)), n=n_fft)
+    y = torch.fft.irfft(spec * mags[:, None, :], n=n_fft)[..., _PAD : _PAD + t]
+    y = y[..., 0 : 2 * (t // 2) : 2].contiguous()
+    use_mulaw = torch.tensor([p.mulaw for p in params])
+    if use_mulaw.any():
+        y[use_mulaw] = mulaw_decode(mulaw_encode(y[use_mulaw]))
+    return y.to(x.device)
+
+
+def degrade_8k(
+    x: torch.Tensor,
+    rng: np.random.Generator | int | None = None,
+    config: DegradeConfig = DegradeConfig(),
+) -> torch.Tensor:
+    """Random narrowband version of a 16 kHz batch: (batch, 1, time) → (batch, 1, time // 2).
+
+    ``rng``: a generator (advanced in place) or a seed; the same seed gives the same output.
+    """
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    return apply_params(x, [sample_params(gen, config) for _ in range(x.shape[0])])
+
+
+class DegradedPairs(torch.utils.data.Dataset):
+    """``(narrowband (1, T/2), wideband (1, T))`` pairs from a dataset of 16 kHz ``(1, T)`` items.
+
+    Example ``i`` in epoch ``e`` is degraded with seed ``(seed, e, i)``: reproducible, and new
+    draws each epoch after :meth:`set_epoch`. Works with DataLoader workers.
+    """
+
+    def __init__(
+        self, wide: torch.utils.data.Dataset, seed: int = 0, config: DegradeConfig = DegradeConfig()
+    ) -> None:
+        self.wide = wide
+        self.seed = seed
+        self.config = config
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random degradations :meth:`__getitem__` draws."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.wide)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = self.wide[index]
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        return degrade_8k(y[None], rng, self.config)[0], y
+
+
+# LAME's encoder delay (576 + 529 samples) as soundfile's mpg123 decoder leaves it, at any rate
+# LAME does not resample (we force the output rate to the input rate).
+MP3_DELAY = 1105
+
+
+def mp3_roundtrip(x: np.ndarray, rate: int, kbps: int, quality: int = 2) -> np.ndarray:
+    """Encode ``x`` (time,) or (time, channels) in [−1, 1] to CBR MP3 and decode it back.
+
+    The result has the shape of ``x`` (float32) and is delay-aligned with it sample for sample.
+    Stereo uses LAME's default (joint stereo). ``kbps``: e.g. 64–320; ``rate``: an MPEG rate in Hz.
+    """
+    import lameenc  # the "train" extra: only MP3 degradation needs it
+
+    x = np.asarray(x, dtype=np.float32)
+    channels = 1 if x.ndim == 1 else x.shape[1]
+    enc = lameenc.Encoder()
+    enc.set_bit_rate(kbps)
+    enc.set_in_sample_rate(rate)
+    enc.set_out_sample_rate(rate)
+    enc.set_channels(channels)
+    enc.set_quality(quality)
+    pcm = np.round(np.clip(x, -1, 1) * 32767).astype("<i2")
+    data = bytes(enc.encode(pcm.tobytes()) + enc.flush())
+    y, _ = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    y = y[MP3_DELAY : MP3_DELAY + len(x)]
+    y = np.pad(y, ((0, len(x) - len(y)), (0, 0)))
+    return y[:, 0] if x.ndim == 1 else y

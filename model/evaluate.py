@@ -1,0 +1,329 @@
+"""``wavehost eval``: a plugin's quality against the sinc and cubic-spline baselines.
+
+    wavehost eval --plugin P --data DIR [--out DIR] [--limit N] [--degrade soxr|mix|mp3:KBPS]
+
+``DIR`` holds wideband reference files (any format soundfile reads, searched recursively; files
+above the plugin's output rate are resampled to it with soxr VHQ, files below it are refused) or
+is a dataset built by :mod:`model.corpora` (then its validation segments are the references).
+
+The narrowband inputs are made by a fixed degradation of each reference:
+
+- ``soxr`` (default): soxr VHQ resampling from the output rate to the plugin's input rate (as the
+  baselines of notes/metrics.md were measured);
+- ``mix``: the random training degradation of :func:`model.degrade.degrade_8k` (8 → 16 kHz only),
+  file ``i`` seeded with ``(seed, i)``;
+- ``mp3:KBPS``: LAME CBR MP3 at ``KBPS`` kb/s, decoded and delay-aligned (plugins whose input and
+  output rates are equal); the decoded MP3 itself is then the baseline.
+
+The plugin runs offline through the host loader (a streaming plugin in 1 s chunks, a windowed one
+through the host's overlap-add); its input is padded at the end by its declared latency and its
+output cropped by it, so output sample ``n`` lines up with reference sample ``n``. Metrics are those
+of :mod:`model.metrics` (LSD log10 frequency first, Hann 2048 / hop 512 at the output rate; LSD-HF
+above the input's Nyquist frequency; SNR; SI-SDR), per file (per channel, averaged), then the mean
+over files. Writes ``metrics.md`` (also printed), ``metrics.json`` and ``spectrograms.png``
+(input / plugin output / reference of the first file) to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import asdict
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+import torch
+from tqdm import tqdm
+
+from model.baselines import BASELINES
+from model.corpora import AUDIO_SUFFIXES, CorpusError, Manifest, SegmentDataset
+from model.degrade import RATE_NARROW, RATE_WIDE, degrade_8k, mp3_roundtrip
+from model.metrics import all_metrics, mean_over_files, power_spectrogram
+from realtime.contract import PluginError
+from realtime.loader import LoadedPlugin, load_plugin
+from realtime.ola import OverlapAdd
+
+METRICS = ("lsd", "lsd_hf", "snr", "si_sdr")
+CONVENTION = (
+    "LSD: log10, frequency first (Hann, n_fft 2048, hop 512 at the output rate, "
+    "P=|X|^2+1e-10), mean over frames then files; LSD-HF: bins above the input Nyquist; "
+    "SNR and SI-SDR in dB, mean over files; outputs aligned by the declared latency."
+)
+
+
+class EvalError(Exception):
+    """Bad evaluation input. The message is one line."""
+
+
+def _references(data: Path, rate: int, limit: int | None) -> list[tuple[str, np.ndarray]]:
+    """``(name, reference (channels, time) at rate Hz)`` for each file of ``data``."""
+    if not data.is_dir():
+        raise EvalError(f"data folder {data} does not exist")
+    if (data / "manifest.json").is_file():
+        try:
+            manifest = Manifest.load(data)
+            segments = SegmentDataset(manifest, "val")
+        except CorpusError as exc:
+            raise EvalError(str(exc)) from None
+        if manifest.rate != rate:
+            raise EvalError(
+                f"dataset {data} is at {manifest.rate} Hz, the plugin outputs {rate} Hz"
+            )
+        n = len(segments) if limit is None else min(limit, len(segments))
+        if n == 0:
+            raise EvalError(f"dataset {data} has no validation segments")
+        return [(f"val-{i:05d}", segments[i].numpy()) for i in range(n)]
+    paths = sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    if not paths:
+        raise EvalError(f"no audio files in {data} (looked for {' '.join(AUDIO_SUFFIXES)})")
+    refs = []
+    for path in paths[:limit]:
+        try:
+            x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EvalError(f"cannot read {path}: {reason}") from None
+        if sr < rate:
+            raise EvalError(
+                f"{path} is at {sr} Hz, below the plugin's output rate {rate} Hz: "
+                f"it cannot be a wideband reference"
+            )
+        if sr != rate:
+            x = soxr.resample(x, sr, rate, quality="VHQ")
+        if len(x) == 0:
+            raise EvalError(f"{path} is empty")
+        refs.append((str(path.relative_to(data)), np.ascontiguousarray(x.T)))
+    return refs
+
+
+def _channels(ref: np.ndarray, channels: int) -> np.ndarray:
+    if ref.shape[0] == channels:
+        return ref
+    mono = ref.mean(axis=0, keepdims=True)
+    return np.repeat(mono, channels, axis=0)
+
+
+def _degrade(
+    ref: np.ndarray, rate_in: int, rate_out: int, how: str, seed: tuple[int, int]
+) -> np.ndarray:
+    """Narrowband input (channels, time·rate_in/rate_out) of a reference (channels, time)."""
+    if how == "soxr":
+        if rate_in == rate_out:
+            raise EvalError(
+                "degradation soxr needs a plugin whose input rate is below its output rate"
+            )
+        return np.stack([soxr.resample(c, rate_out, rate_in, quality="VHQ") for c in ref])
+    if how == "mix":
+        if (rate_in, rate_out) != (RATE_NARROW, RATE_WIDE):
+            raise EvalError(
+                f"degradation mix is for 8000 -> 16000 Hz plugins, not {rate_in} -> {rate_out}"
+            )
+        y = degrade_8k(torch.from_numpy(ref)[:, None], np.random.default_rng(seed))
+        return y[:, 0].numpy()
+    kbps = int(how.partition(":")[2])
+    if rate_in != rate_out:
+        raise EvalError(
+            f"degradation {how} needs equal input and output rates, not {rate_in} -> {rate_out}"
+        )
+    return np.ascontiguousarray(mp3_roundtrip(ref.T, rate_out, kbps).T)
+
+
+def run_offline(plugin: LoadedPlugin, x: np.ndarray) -> np.ndarray:
+    """Run ``plugin`` on ``x`` (channels, time) at its input rate; return (channels,
+    time·ratio) at its output rate with the declared latency removed (pad at the end, crop)."""
+    info = plugin.info
+    ratio = info.ratio
+    n_out = int(x.shape[-1] * ratio)
+    if info.streaming:
+        step, unit, latency = plugin.process, info.block_multiple, info.latency
+        plugin.reset()
+    else:
+        ola = OverlapAdd(plugin, info)
+        step, unit, latency = ola.step, info.hop, ola.latency
+    need_in = x.shape[-1] + math.ceil(latency / ratio)
+    padded_len = -(-need_in // unit) * unit
+    xt = torch.from_numpy(np.pad(x, ((0, 0), (0, padded_len - x.shape[-1]))).astype(np.float32))
+    chunk = max(unit, (info.sample_rate_in // unit) * unit)
+    with torch.no_grad():
+        # clone: a plugin may hand back a view of a buffer that its next call overwrites
+        outs = [
+            step(xt[None, :, i : i + chunk].contiguous())[0].clone()
+            for i in range(0, padded_len, chunk)
+        ]
+        out = torch.cat(outs, dim=-1)
+    y = out[:, latency : latency + n_out].numpy()
+    if not np.isfinite(y).all():
+        raise EvalError(f"plugin {info.name} produced NaN or Inf values")
+    return y
+
+
+def _file_metrics(ref: np.ndarray, est: np.ndarray, rate: int, rate_in: int) -> dict[str, float]:
+    per_channel = [all_metrics(r, e, rate, rate_in) for r, e in zip(ref, est, strict=True)]
+    return mean_over_files(per_channel)
+
+
+def _markdown(means: dict[str, dict[str, float]], title: str) -> str:
+    def cell(v: float) -> str:
+        return "–" if math.isnan(v) else f"{v:.2f}"
+
+    lines = [
+        f"### {title}",
+        "",
+        "| system | LSD | LSD-HF | SNR (dB) | SI-SDR (dB) |",
+        "|---|---|---|---|---|",
+    ]
+    for system, m in means.items():
+        lines.append(f"| {system} | " + " | ".join(cell(m[k]) for k in METRICS) + " |")
+    return "\n".join([*lines, "", CONVENTION])
+
+
+def _plot(
+    path: Path, x: np.ndarray, y: np.ndarray, ref: np.ndarray, rate_in: int, rate: int
+) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(3, 1, figsize=(10, 9), sharex=True)
+    n_fft = 512
+    for ax, sig, sr, title in zip(
+        axes,
+        (x, y, ref),
+        (rate_in, rate, rate),
+        ("input", "plugin output", "reference"),
+        strict=True,
+    ):
+        spec = 10 * np.log10(power_spectrogram(sig, n_fft * sr // rate, n_fft * sr // rate // 4))
+        ax.imshow(
+            spec.T,
+            origin="lower",
+            aspect="auto",
+            cmap="magma",
+            vmin=spec.max() - 100,
+            extent=(0, len(sig) / sr, 0, sr / 2),
+            vmax=spec.max(),
+        )
+        ax.set_ylim(0, rate / 2)
+        ax.set_facecolor("black")
+        ax.set_title(f"{title} ({sr} Hz)")
+        ax.set_ylabel("Hz")
+    axes[-1].set_xlabel("s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def evaluate(
+    plugin: LoadedPlugin,
+    data: Path,
+    out: Path,
+    *,
+    limit: int | None = None,
+    degrade: str = "soxr",
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``plugin`` on ``data``; write the reports to ``out``; return the JSON dict."""
+    info = plugin.info
+    rate_in, rate = info.sample_rate_in, info.sample_rate_out
+    if degrade not in ("soxr", "mix") and not (
+        degrade.startswith("mp3:") and degrade[4:].isdigit()
+    ):
+        raise EvalError(f"unknown degradation {degrade!r} (use soxr, mix or mp3:KBPS)")
+    refs = _references(data, rate, limit)
+    step = Fraction(rate, rate_in).numerator  # reference samples per whole input sample
+    systems = ["plugin", *(["mp3"] if degrade.startswith("mp3:") else BASELINES)]
+    files = []
+    out.mkdir(parents=True, exist_ok=True)
+    for i, (name, ref) in enumerate(tqdm(refs, desc="eval", unit="file", disable=not progress)):
+        ref = _channels(ref, info.channels)
+        ref = ref[:, : ref.shape[-1] // step * step].astype(np.float32)
+        x = _degrade(ref, rate_in, rate, degrade, seed=(seed, i))
+        outputs = {"plugin": run_offline(plugin, x)}
+        for system in systems[1:]:
+            outputs[system] = (
+                x if system == "mp3" else np.stack([BASELINES[system](c, rate_in, rate) for c in x])
+            )
+        files.append(
+            {
+                "name": name,
+                "seconds": ref.shape[-1] / rate,
+                "metrics": {s: _file_metrics(ref, outputs[s], rate, rate_in) for s in systems},
+            }
+        )
+        if i == 0:
+            _plot(out / "spectrograms.png", x[0], outputs["plugin"][0], ref[0], rate_in, rate)
+    means = {s: mean_over_files([f["metrics"][s] for f in files]) for s in systems}
+    title = (
+        f"{info.name}: {len(files)} files from {data}, {rate_in} -> {rate} Hz, "
+        f"degradation {degrade}"
+    )
+    table = _markdown(means, title)
+    report = {
+        "plugin": asdict(info),
+        "data": str(data),
+        "degradation": degrade,
+        "seed": seed,
+        "convention": CONVENTION,
+        "mean": means,
+        "files": files,
+    }
+    (out / "metrics.md").write_text(table + "\n")
+    (out / "metrics.json").write_text(json.dumps(_json_safe(report), indent=1))
+    report["markdown"] = table
+    return report
+
+
+def _json_safe(value: Any) -> Any:
+    """Strict JSON: non-finite floats (an exact match's SNR) become the strings "inf"/"nan"."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``wavehost eval``; returns 0, or 2 with a one-line error on stderr."""
+    p = argparse.ArgumentParser(prog="wavehost eval", description=__doc__.split("\n")[0])
+    p.add_argument("--plugin", required=True, help="shipped plugin name, .ts path or module:attr")
+    p.add_argument("--data", required=True, type=Path, help="folder of wideband references")
+    p.add_argument("--out", type=Path, help="report folder (default eval/<plugin>)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N files")
+    p.add_argument("--degrade", default="soxr", help="soxr (default), mix or mp3:KBPS")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.limit is not None and args.limit < 1:
+        p.error("--limit must be at least 1")
+    try:
+        plugin = load_plugin(args.plugin)
+        out = args.out or Path("eval") / Path(plugin.info.name).stem
+        report = evaluate(
+            plugin,
+            args.data,
+            out,
+            limit=args.limit,
+            degrade=args.degrade,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    except (EvalError, PluginError) as exc:
+        print(f"wavehost eval: error: {exc}", file=sys.stderr)
+        return 2
+    print(report["markdown"])
+    print(f"\nwrote {out / 'metrics.md'}, {out / 'metrics.json'}, {out / 'spectrograms.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

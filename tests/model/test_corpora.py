@@ -1,0 +1,164 @@
+"""Corpora: a tiny dataset built from synthesised WAVs in tmp folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from model.corpora import (
+    CorpusError,
+    Manifest,
+    SegmentDataset,
+    Source,
+    build_dataset,
+    main,
+    measure_bandwidth,
+)
+
+RATE_SRC = 32000
+
+
+def lowpass(x: np.ndarray, rate: int, cutoff: float) -> np.ndarray:
+    spec = np.fft.rfft(x)
+    spec[np.fft.rfftfreq(len(x), 1 / rate) > cutoff] = 0
+    return np.fft.irfft(spec, len(x))
+
+
+def utterance(seed: int, rate: int = RATE_SRC, seconds: float = 1.5) -> np.ndarray:
+    """Full-band noise bursts with silence before and after: a crude 'utterance'."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * rate)
+    x = np.zeros(n)
+    core = slice(n // 6, n - n // 6)
+    x[core] = 0.2 * rng.standard_normal(core.stop - core.start)
+    return x
+
+
+def write(path: Path, x: np.ndarray, rate: int = RATE_SRC) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, x, rate)
+    return path
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    """4 speakers × 3 files, plus a narrowband file, an 8 kHz file and an unreadable one."""
+    root = tmp_path / "corpus"
+    for s, spk in enumerate("ABCD"):
+        for i in range(3):
+            write(root / f"spk{spk}" / f"u{i}.wav", utterance(10 * s + i))
+    write(root / "spkA" / "narrow.wav", lowpass(utterance(99), RATE_SRC, 4000))
+    write(root / "spkB" / "phone.wav", utterance(98, rate=8000), rate=8000)
+    (root / "spkC" / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    return root
+
+
+def build(root: Path, out: Path, **kw: object) -> Manifest:
+    args = {
+        "rate": 16000,
+        "segment_s": 0.5,
+        "min_band_hz": 7500,
+        "val_fraction": 0.25,
+        "seed": 0,
+        "progress": False,
+    }
+    args.update(kw)
+    return build_dataset([root], out, **args)  # type: ignore[arg-type]
+
+
+def test_measure_bandwidth() -> None:
+    x = utterance(1, seconds=2.0)
+    assert measure_bandwidth(x, RATE_SRC) > 15000
+    assert measure_bandwidth(lowpass(x, RATE_SRC, 5000), RATE_SRC) == pytest.approx(5000, abs=300)
+    assert measure_bandwidth(np.zeros(1000), RATE_SRC) == 0.0
+
+
+def test_build_filters_and_split(corpus: Path, tmp_path: Path) -> None:
+    m = build(corpus, tmp_path / "ds")
+    stats = m.data["filters"]["corpus"]
+    assert stats["found"]["files"] == 15
+    assert stats["unreadable"]["files"] == 1
+    assert stats["rate"]["files"] == 1
+    assert stats["band"]["files"] == 1  # the file low-passed at 4 kHz
+    assert stats["kept"]["files"] == 12
+    status = {f["path"]: f["status"] for f in m.data["files"]}
+    assert status["spkA/narrow.wav"] == "band" and status["spkB/phone.wav"] == "rate"
+    # split by speaker folder: every file of a speaker on the same side, no speaker on both
+    train, val = set(m.data["splits"]["train"]["groups"]), set(m.data["splits"]["val"]["groups"])
+    assert train and val and not train & val
+    sides = {(f["group"], f["split"]) for f in m.data["files"]}
+    assert len(sides) == len({g for g, _ in sides}) == 4
+    # segments: 3 kept files × ~1 s voiced per speaker → 6 segments of 0.5 s
+    ds = SegmentDataset(m, "train")
+    assert len(ds) == m.data["splits"]["train"]["segments"] > 0
+    item = ds[len(ds) - 1]
+    assert item.shape == (1, 8000) and item.dtype.is_floating_point
+    assert 0.05 < float(item.std()) < 0.5
+    with pytest.raises(IndexError):
+        ds[len(ds)]
+    assert "kept" in m.summary()
+
+
+def test_deterministic_and_built_once(corpus: Path, tmp_path: Path) -> None:
+    a = build(corpus, tmp_path / "a")
+    b = build(corpus, tmp_path / "b")
+    assert a.data["splits"] == b.data["splits"]
+    for (pa, _), (pb, _) in zip(a.shards("train"), b.shards("train"), strict=True):
+        np.testing.assert_array_equal(np.load(pa), np.load(pb))
+    stamp = (tmp_path / "a" / "manifest.json").stat().st_mtime_ns
+    assert build(corpus, tmp_path / "a").data == a.data
+    assert (tmp_path / "a" / "manifest.json").stat().st_mtime_ns == stamp
+    with pytest.raises(CorpusError, match="other settings"):
+        build(corpus, tmp_path / "a", segment_s=0.25)
+
+
+def test_single_folder_splits_by_file(tmp_path: Path) -> None:
+    for i in range(10):
+        write(tmp_path / "flat" / f"f{i}.wav", utterance(i))
+    m = build(tmp_path / "flat", tmp_path / "ds", val_fraction=0.2)
+    val = [f["path"] for f in m.data["files"] if f["split"] == "val"]
+    assert len(val) == 2
+
+
+@pytest.mark.parametrize(
+    ("setup", "message"),
+    [
+        ("missing", "does not exist"),
+        ("empty", "no audio files"),
+        ("broken", "could be decoded"),
+        ("narrowband_rate", "no file at 16000 Hz or more .found 8000 Hz"),
+        ("narrowband_band", "no file covers 7500 Hz"),
+    ],
+)
+def test_bad_folders(tmp_path: Path, setup: str, message: str) -> None:
+    root = tmp_path / "bad"
+    if setup != "missing":
+        (root / "sub").mkdir(parents=True)
+        (root / "notes.txt").write_text("no audio here")
+    if setup == "broken":
+        (root / "sub" / "x.ogg").write_bytes(b"OggS garbage")
+    if setup == "narrowband_rate":
+        write(root / "sub" / "x.wav", utterance(0, rate=8000), rate=8000)
+    if setup == "narrowband_band":
+        write(root / "sub" / "x.wav", lowpass(utterance(0), RATE_SRC, 3400))
+    with pytest.raises(CorpusError, match=message) as err:
+        build(root, tmp_path / "out")
+    assert "\n" not in str(err.value)
+
+
+def test_cli_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert main([str(tmp_path / "empty"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: no audio files") and "\n" not in err
+
+
+def test_source_pattern_and_groups(tmp_path: Path) -> None:
+    write(tmp_path / "lang" / "alpha" / "a.wav", utterance(0))
+    write(tmp_path / "lang" / "skip.wav", utterance(1))
+    src = Source("s", tmp_path, "*/*/*.wav")
+    assert [p.name for p in src.files()] == ["a.wav"]
+    assert src.group(src.files()[0]) == "lang"

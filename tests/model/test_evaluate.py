@@ -1,0 +1,228 @@
+"""``wavehost eval`` end to end on tiny tmp folders with a contract-following plugin."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import soxr
+import torch
+from torch import nn
+
+from model.baselines import cubic_spline, sinc
+from model.corpora import build_dataset
+from model.evaluate import main
+from model.metrics import all_metrics, mean_over_files
+
+DELAY = 5  # output samples
+
+
+class DelayedHold(nn.Module):
+    """8 → 16 kHz zero-order hold, delayed by ``DELAY`` output samples (declared as latency)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sample_rate_in = 8000
+        self.sample_rate_out = 16000
+        self.channels = 1
+        self.block_multiple = 4
+        self.latency = DELAY
+        self.streaming = True
+        self.parameter_names = ["unused"]  # TorchScript cannot type an empty list attribute
+        self.parameter_min = [0.0]
+        self.parameter_max = [1.0]
+        self.parameter_default = [0.0]
+        self.register_buffer("tail", torch.zeros(1, 1, DELAY))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        full = torch.cat([self.tail, torch.repeat_interleave(x, 2, dim=-1)], dim=-1)
+        cut = full.shape[-1] - self.latency
+        self.tail = full[..., cut:]
+        return full[..., :cut]
+
+    @torch.jit.export
+    def reset(self) -> None:
+        self.tail.zero_()
+
+    @torch.jit.export
+    def set_parameter(self, name: str, value: float) -> None:
+        pass
+
+
+class StereoIdentity(nn.Module):
+    """44.1 kHz stereo identity: the MP3 repair path of ``--degrade mp3:KBPS``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sample_rate_in = 44100
+        self.sample_rate_out = 44100
+        self.channels = 2
+        self.block_multiple = 1
+        self.latency = 0
+        self.streaming = True
+        self.parameter_names = ["unused"]
+        self.parameter_min = [0.0]
+        self.parameter_max = [1.0]
+        self.parameter_default = [0.0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    @torch.jit.export
+    def reset(self) -> None:
+        pass
+
+    @torch.jit.export
+    def set_parameter(self, name: str, value: float) -> None:
+        pass
+
+
+@pytest.fixture
+def plugin(tmp_path: Path) -> str:
+    path = tmp_path / "hold.ts"
+    torch.jit.script(DelayedHold()).save(str(path))
+    return str(path)
+
+
+def speechlike(seed: int, seconds: float = 1.3, rate: int = 16000) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    x = 0.3 * np.sin(2 * np.pi * (150 + 100 * seed) * t * (1 + t)) + 0.05 * rng.standard_normal(
+        len(t)
+    )
+    return (x * np.hanning(len(t))).astype(np.float32)
+
+
+@pytest.fixture
+def refs(tmp_path: Path) -> Path:
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    for i in range(3):
+        sf.write(folder / f"r{i}.wav", speechlike(i), 16000)
+    return folder
+
+
+def test_eval_reports_match_direct_metrics(
+    plugin: str, refs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(["--plugin", plugin, "--data", str(refs), "--out", str(out), "--no-progress"]) == 0
+    stdout = capsys.readouterr().out
+    assert "| plugin |" in stdout and "| sinc |" in stdout and "| cubic |" in stdout
+    assert (out / "metrics.md").read_text().strip() in stdout
+    assert (out / "spectrograms.png").read_bytes()[:4] == b"\x89PNG"
+    report = json.loads((out / "metrics.json").read_text())
+    assert [f["name"] for f in report["files"]] == ["r0.wav", "r1.wav", "r2.wav"]
+    expected: dict[str, list[dict[str, float]]] = {"plugin": [], "sinc": [], "cubic": []}
+    for i in range(3):
+        ref, _ = sf.read(refs / f"r{i}.wav", dtype="float32")  # 16-bit WAV: read it back
+        x = soxr.resample(ref, 16000, 8000, quality="VHQ").astype(np.float32)
+        expected["plugin"].append(all_metrics(ref, np.repeat(x, 2), 16000, 8000))
+        expected["sinc"].append(all_metrics(ref, sinc(x, 8000, 16000), 16000, 8000))
+        expected["cubic"].append(all_metrics(ref, cubic_spline(x, 8000, 16000), 16000, 8000))
+    for system, per_file in expected.items():
+        mean = mean_over_files(per_file)
+        for key, value in mean.items():
+            assert report["mean"][system][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (
+                system,
+                key,
+            )
+    assert report["plugin"]["latency"] == DELAY
+
+
+def test_eval_on_dataset_validation_split(plugin: str, tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    for spk in "ABCD":
+        (corpus / spk).mkdir(parents=True)
+        for i in range(2):
+            rng = np.random.default_rng(ord(spk) + i)
+            sf.write(corpus / spk / f"{i}.wav", 0.1 * rng.standard_normal(24000), 24000)
+    build_dataset(
+        [corpus],
+        tmp_path / "ds",
+        rate=16000,
+        segment_s=0.5,
+        min_band_hz=7500,
+        val_fraction=0.25,
+        seed=0,
+        progress=False,
+    )
+    out = tmp_path / "out"
+    args = [
+        "--plugin",
+        plugin,
+        "--data",
+        str(tmp_path / "ds"),
+        "--out",
+        str(out),
+        "--limit",
+        "2",
+        "--degrade",
+        "mix",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert [f["name"] for f in report["files"]] == ["val-00000", "val-00001"]
+    assert all(math.isfinite(report["mean"][s]["lsd"]) for s in ("plugin", "sinc", "cubic"))
+    first = (out / "metrics.json").read_text()
+    assert main(args) == 0
+    assert (out / "metrics.json").read_text() == first  # seeded degradation
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        ("empty", "no audio files"),
+        ("unreadable", "cannot read"),
+        ("narrow", "8000 Hz, below the plugin's output rate 16000 Hz"),
+        ("plugin", "unknown plugin"),
+        ("missing", "does not exist"),
+    ],
+)
+def test_eval_one_line_errors(
+    plugin: str, tmp_path: Path, make: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    if make != "missing":
+        data.mkdir()
+    if make == "unreadable":
+        (data / "bad.flac").write_bytes(b"fLaC nonsense")
+    if make in ("narrow", "plugin"):
+        sf.write(data / "n.wav", speechlike(0, rate=8000), 8000)
+    spec = "no-such-plugin" if make == "plugin" else plugin
+    assert (
+        main(["--plugin", spec, "--data", str(data), "--out", str(tmp_path / "o"), "--no-progress"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("wavehost eval: error:") and message in err and "\n" not in err
+
+
+def test_eval_mp3_baseline_is_the_decoded_mp3(tmp_path: Path) -> None:
+    path = tmp_path / "ident.ts"
+    torch.jit.script(StereoIdentity()).save(str(path))
+    (tmp_path / "music").mkdir()
+    x = np.stack([speechlike(0, 1.0, 44100), speechlike(1, 1.0, 44100)], axis=1)
+    sf.write(tmp_path / "music" / "m.flac", x, 44100)
+    out = tmp_path / "out"
+    args = [
+        "--plugin",
+        str(path),
+        "--data",
+        str(tmp_path / "music"),
+        "--out",
+        str(out),
+        "--degrade",
+        "mp3:64",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    mean = json.loads((out / "metrics.json").read_text())["mean"]
+    assert set(mean) == {"plugin", "mp3"}
+    assert mean["plugin"] == mean["mp3"] and mean["mp3"]["lsd_hf"] == "nan"
+    assert 5.0 < mean["mp3"]["snr"] < 60.0
