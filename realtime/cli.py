@@ -7,7 +7,9 @@ one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -23,8 +25,10 @@ COMMAND_GROUP = "wavehost.commands"
 DEFAULT_PLUGIN = "bwe-8k-16k"
 FALLBACK_PLUGIN = "resample-8k-16k"
 BUILTIN = ("devices", "run", "render")
+RT_PRIORITY = 10  # below PipeWire's own data threads (88), above ordinary processes
 EXIT_USER_ERROR = 2  # nothing was done: bad plugin, device, file or argument
 EXIT_REPAIRED = 3  # the job completed, but input or plugin faults were repaired (see stderr)
+EXIT_STREAM_FAILED = 4  # the live stream ended on its own (device vanished, server gone)
 
 
 class UsageError(Exception):
@@ -88,6 +92,14 @@ def _parser(extra: list[str]) -> argparse.ArgumentParser:
     run.add_argument("--mode", default="threaded", choices=["threaded", "inline"])
     run.add_argument("--margin", type=int, default=0, help="safety margin, blocks (threaded)")
     run.add_argument("--latency", default="low", help="PortAudio latency: low, high or seconds")
+    run.add_argument(
+        "--rt-priority",
+        type=int,
+        default=RT_PRIORITY,
+        metavar="N",
+        help=f"SCHED_FIFO priority of the worker (the audio callback gets N+5) where allowed; "
+        f"0 disables (default {RT_PRIORITY})",
+    )
     run.add_argument("--duration", type=float, help="stop after this many seconds")
     run.add_argument("--record", help="write the engine output (before the device) to this file")
     run.add_argument("--record-input", help="write the engine input to this file")
@@ -225,7 +237,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         mode=args.mode,
         margin_blocks=args.margin,
         on_block=recorder.write if recorder.active else None,
+        rt_priority=max(0, args.rt_priority),
     )
+    if args.rt_priority > 0:
+        # threads inherit their creator's policy: the backend's own threads (PortAudio's,
+        # libpulse's mainloop that feeds the server) are created while opening the stream
+        _try_realtime(args.rt_priority)
+        os.environ["WAVEHOST_RT_PRIORITY"] = str(min(99, args.rt_priority + 5))
     latency: float | str = args.latency
     if isinstance(latency, str) and latency not in ("low", "high"):
         try:
@@ -267,6 +285,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 break
             if finished is not None and finished.is_set():
                 break
+            if getattr(stream, "failed", False):
+                break
             if not args.quiet and sys.stderr.isatty():
                 print(f"\r{engine.status_line()}  ", end="", file=sys.stderr, flush=True)
     finally:
@@ -281,7 +301,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(_format_report(report))
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))
+    if getattr(stream, "failed", False):
+        why = getattr(stream, "first_error", None) or "the device vanished or the server stopped"
+        print(
+            f"wavehost: error: the audio stream stopped on its own ({why}); recordings were kept",
+            file=sys.stderr,
+        )
+        return EXIT_STREAM_FAILED
     return _report_faults(chain.health, engine.counters.nonfinite_input)
+
+
+def _try_realtime(priority: int) -> None:
+    """Put the calling thread under SCHED_FIFO ``priority`` if allowed (silently not, else)."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
 
 
 def _device(value: str | None) -> str | int | None:
@@ -327,6 +360,12 @@ def _final_report(engine, stream, seconds: float) -> dict:
         "xruns": dict(stream.xruns),
         "callback_errors": getattr(stream, "callback_errors", 0),
         "worker_error": engine.worker_error,
+        "scheduling": {
+            "callback": f"SCHED_FIFO {stream.rt_priority}"
+            if getattr(stream, "rt_priority", 0)
+            else getattr(stream, "rt_error", None) or "normal scheduling",
+            "worker": engine.worker_rt,
+        },
         "plugins": [vars(h) for h in engine.processor.chain.health],
     }
 
@@ -363,6 +402,8 @@ def _format_report(r: dict) -> str:
         f"{r['seconds']:.1f} s, {r['callbacks']} callbacks, deadline misses {r['misses']}, "
         f"xruns: {xr}"
     )
+    sched = r["scheduling"]
+    lines.append(f"scheduling: callback {sched['callback']}; worker {sched['worker']}")
     return "\n".join(lines)
 
 

@@ -57,6 +57,9 @@ class Engine:
         margin_blocks: extra blocks of output buffering in threaded mode (latency for safety).
         on_block: called by the worker (never the callback) with each block's input and
             output ``(frames, channels)``, e.g. to record them; must not keep the arrays.
+        rt_priority: SCHED_FIFO priority for the worker thread (0: normal scheduling). Needs
+            root, CAP_SYS_NICE or an rtprio limit; without them the worker keeps normal
+            scheduling and :attr:`worker_rt` says why.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class Engine:
         mode: str = "threaded",
         margin_blocks: int = 0,
         on_block: Callable[[np.ndarray, np.ndarray], None] | None = None,
+        rt_priority: int = 0,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"engine mode must be one of {MODES}, got {mode!r}")
@@ -107,6 +111,8 @@ class Engine:
         self._running = False
         self._worker: threading.Thread | None = None
         self.worker_error = ""
+        self.rt_priority = rt_priority
+        self.worker_rt = "normal scheduling"
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -203,6 +209,12 @@ class Engine:
     # ---- worker thread -----------------------------------------------------------------------
 
     def _work(self) -> None:
+        if self.rt_priority > 0:
+            try:
+                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
+                self.worker_rt = f"SCHED_FIFO {self.rt_priority}"
+            except (AttributeError, OSError) as exc:
+                self.worker_rt = f"normal scheduling (no real-time priority: {exc})"
         b = self.block
         buf = self._work_in
         while self._running:

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The main job on a machine with no sound card: set up, bring up the private audio server, play
+# the bundled narrowband call clip into the virtual "call" sink (as a VoIP application would),
+# capture it from that sink's monitor, stream it live through the default plugin, play the
+# result into the "listener" sink, record both the engine output and what the listener hears,
+# and print the latency report and the block-time distribution.
+#
+#   bash scripts/demo.sh [--plugin P] [--backend sounddevice|pyaudio] [--block N] [--out DIR]
+#
+# With a real sound card, `wavehost run` alone uses the default devices.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PLUGIN_ARGS=()
+BACKEND=sounddevice
+BLOCK=256
+OUT=demo-out
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --plugin) PLUGIN_ARGS+=(--plugin "$2"); shift 2 ;;
+        --backend) BACKEND="$2"; shift 2 ;;
+        --block) BLOCK="$2"; shift 2 ;;
+        --out) OUT="$2"; shift 2 ;;
+        *) echo "demo.sh: unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+bash scripts/setup.sh
+PY=${PYTHON:-python3}
+CLIP=realtime/data/call-8k.flac
+RATE=16000
+mkdir -p "$OUT"
+
+export WAVEHOST_AUDIO_DIR="${WAVEHOST_AUDIO_DIR:-/tmp/wavehost-demo-$(id -u)}"
+bash scripts/audio-server.sh start --rate "$RATE" --sinks "call listener" >/dev/null
+eval "$(bash scripts/audio-server.sh env)"
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    bash scripts/audio-server.sh stop >/dev/null 2>&1 || true
+}
+trap cleanup EXIT INT TERM
+
+SECONDS_CLIP=$("$PY" -c "import soundfile as sf; print(sf.info('$CLIP').duration)")
+DURATION=$("$PY" -c "print(round($SECONDS_CLIP + 1.5, 2))")
+
+# what the listener hears: the listener sink's monitor
+parecord --device=listener.monitor --rate="$RATE" --channels=1 --format=float32le \
+    --file-format=wav "$OUT/listener.wav" &
+PIDS+=($!)
+# the "VoIP application": plays the call into the call sink, a moment after the host is up
+( sleep 0.7; paplay --device=call "$CLIP" ) &
+PIDS+=($!)
+
+echo "demo: streaming ${DURATION}s of '$CLIP' (call sink monitor) through the default plugin" >&2
+wavehost run "${PLUGIN_ARGS[@]}" --backend "$BACKEND" --monitor call --sink listener \
+    --rate "$RATE" --block "$BLOCK" --duration "$DURATION" \
+    --record "$OUT/engine-out.wav" --record-input "$OUT/engine-in.wav" \
+    --report "$OUT/report.json"
+sleep 0.3
+echo "demo: wrote $OUT/engine-in.wav (captured call), $OUT/engine-out.wav (engine output)," \
+     "$OUT/listener.wav (what the listener sink played), $OUT/report.json" >&2

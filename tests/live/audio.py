@@ -1,0 +1,42 @@
+"""Signals and measurements shared by the live tests."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def known_signal(rate: int, seconds: float, seed: int = 0) -> np.ndarray:
+    """Mono float32: a log chirp 100 Hz .. 0.45·rate plus white noise, faded in/out, peak ~0.5."""
+    n = int(rate * seconds)
+    t = np.arange(n) / rate
+    f0, f1 = 100.0, 0.45 * rate
+    k = np.log(f1 / f0) / seconds
+    chirp = np.sin(2 * np.pi * f0 * (np.exp(k * t) - 1) / k)
+    noise = np.random.default_rng(seed).standard_normal(n)
+    x = 0.3 * chirp + 0.1 * noise
+    fade = np.minimum(1.0, np.minimum(np.arange(n), np.arange(n)[::-1]) / (0.01 * rate))
+    return (x * fade).astype(np.float32)
+
+
+def find_lag(y: np.ndarray, x: np.ndarray) -> int:
+    """Lag (samples) at which ``x`` best matches inside ``y`` (FFT cross-correlation)."""
+    n = len(y) + len(x)
+    size = 1 << (n - 1).bit_length()
+    c = np.fft.irfft(np.fft.rfft(y, size) * np.conj(np.fft.rfft(x, size)), size)
+    return int(np.argmax(c[: len(y) - len(x) + 1]))
+
+
+def aligned_correlation(y: np.ndarray, x: np.ndarray) -> tuple[int, float, float, bool]:
+    """(lag, overall correlation, worst 50 ms window correlation, bit-exact) of x inside y."""
+    assert len(y) >= len(x), f"recording too short: {len(y)} < {len(x)} samples"
+    lag = find_lag(y, x)
+    seg = y[lag : lag + len(x)].astype(np.float64)
+    ref = x.astype(np.float64)
+    overall = float(np.corrcoef(seg, ref)[0, 1])
+    win = max(64, len(x) // 40)
+    worst = 1.0
+    for i in range(0, len(x) - win + 1, win):
+        a, b = seg[i : i + win], ref[i : i + win]
+        if np.std(b) > 1e-3:
+            worst = min(worst, float(np.corrcoef(a, b)[0, 1]))
+    return lag, overall, worst, bool(np.array_equal(seg, ref))
