@@ -54,7 +54,7 @@ PIDS+=($!)
 PIDS+=($!)
 
 echo "demo: streaming ${DURATION}s of '$CLIP' (call sink monitor) through the default plugin" >&2
-wavehost run "${PLUGIN_ARGS[@]}" --backend "$BACKEND" --monitor call --sink listener \
+"$PY" -m realtime.cli run "${PLUGIN_ARGS[@]}" --backend "$BACKEND" --monitor call --sink listener \
     --rate "$RATE" --block "$BLOCK" --duration "$DURATION" \
     --record "$OUT/engine-out.wav" --record-input "$OUT/engine-in.wav" \
     --report "$OUT/report.json"
