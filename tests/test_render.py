@@ -168,3 +168,21 @@ def test_failed_render_leaves_no_file(tmp_path):
     with pytest.raises(RenderError, match="truncated or corrupt"):
         render(cut, out, Chain([load_plugin(torch.jit.script(Gain(16000)))]), progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.flac", "full.flac"]
+
+
+def test_render_memory_does_not_grow_with_the_file(tmp_path):
+    import tracemalloc
+
+    peaks = []
+    for seconds in (6, 60):
+        x = np.random.default_rng(0).standard_normal(8000 * seconds).astype(np.float32) * 0.1
+        src = tmp_path / f"in{seconds}.wav"
+        sf.write(src, x, 8000, subtype="FLOAT")
+        del x
+        chain = Chain([load_plugin("resample-8k-16k")])
+        tracemalloc.start()
+        render(src, tmp_path / f"out{seconds}.wav", chain, block=1024, progress=False)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+    # 10x the audio (3.8 MB of output at 60 s), the same working memory
+    assert peaks[1] < 1.3 * peaks[0] + 200_000, peaks

@@ -171,3 +171,38 @@ def _wait_for_start(host: subprocess.Popen) -> None:
         if host.poll() is not None:
             pytest.fail(f"wavehost run exited early: {line}{host.stderr.read()}")
     pytest.fail("wavehost run did not start within 30 s")
+
+
+@pytest.mark.live
+@pytest.mark.parametrize(
+    ("args", "expect"),
+    [
+        (["--input-device", "no-such-mic"], "no input device matches 'no-such-mic'"),
+        (["--monitor", "no-such-sink"], "no sink 'no-such-sink'"),
+        (
+            ["--rate", "1000000", "--monitor", "call", "--sink", "listener"],
+            "1000000 Hz is not supported",
+        ),
+    ],
+)
+def test_run_device_errors_are_one_line(audio_server, args, expect):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "realtime.cli",
+            "run",
+            "--plugin",
+            "resample-8k-16k",
+            "--duration",
+            "1",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("wavehost: error:"), proc.stderr
+    assert expect in lines[0] and "Traceback" not in proc.stderr

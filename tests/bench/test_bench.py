@@ -1,0 +1,185 @@
+"""The benchmark harness: its arithmetic on plugins of known cost, the report schema and files,
+compare-mode ratios, the CUDA refusal, and (live) end-to-end latency = declared latency."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from bench.cli import main as bench_main
+from bench.compare import bootstrap_ratio
+from bench.e2e import E2ESettings, click_train, correlate, run_e2e
+from bench.latency import (
+    budget_figures,
+    delay_plugin,
+    live_run,
+    summarize,
+    time_plugin,
+)
+from bench.quality import run_quality
+from realtime.chain import Chain
+from realtime.contract import PluginInfo
+from realtime.loader import LoadedPlugin
+from realtime.processor import Processor
+
+RATE, BLOCK = 16000, 256
+SLEEP_S = 0.002
+
+
+class SleepPlugin:
+    """Identity that sleeps ``seconds`` on every ``every``-th call after a reset."""
+
+    streaming = True
+    channels = 1
+    latency = 0
+    block_multiple = 1
+    parameter_names: list[str] = []
+    parameter_min: list[float] = []
+    parameter_max: list[float] = []
+    parameter_default: list[float] = []
+
+    def __init__(self, seconds: float = SLEEP_S, every: int = 1, rate: int = RATE) -> None:
+        self.sample_rate_in = self.sample_rate_out = rate
+        self.seconds, self.every, self.calls = seconds, every, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls % self.every == 0:
+            time.sleep(self.seconds)
+        return x
+
+    __call__ = forward
+
+    def reset(self) -> None:
+        self.calls = 0
+
+    def set_parameter(self, name: str, value: float) -> None:
+        raise KeyError(name)
+
+
+def sleeper(seconds: float = SLEEP_S, every: int = 1) -> LoadedPlugin:
+    module = SleepPlugin(seconds, every)
+    return LoadedPlugin(module, PluginInfo.read(module, "sleep"))
+
+
+def path(plugin: LoadedPlugin) -> Processor:
+    return Processor(Chain([plugin]), rate_in=RATE, rate_out=RATE, block=BLOCK)
+
+
+def test_summary_and_budget_arithmetic_on_known_times():
+    t = np.full(1000, 0.002)
+    t[:10] = 0.005  # 1 % of blocks over a 4 ms budget
+    s = summarize(t)
+    assert s["p50"] == pytest.approx(2.0) and s["max"] == pytest.approx(5.0)
+    assert s["mean"] == pytest.approx(2.03) and s["count"] == 1000
+    assert set(s) == {"p50", "p90", "p99", "p99.9", "max", "mean", "count"}
+    b = budget_figures(t, 64, 16000)  # 64 samples at 16 kHz: 4 ms
+    assert b["budget_ms"] == pytest.approx(4.0)
+    assert b["ratio_p50"] == pytest.approx(0.5)
+    assert b["inv_rtf"] == pytest.approx(4.0 / 2.03)
+    assert b["over_budget"] == pytest.approx(0.01)
+
+
+def test_plugin_that_sleeps_a_fixed_time_measures_that_time():
+    timings = time_plugin(sleeper(), n_in=64, count=60, warmup=3)
+    times = timings.wall
+    p50 = summarize(times)["p50"]
+    assert summarize(timings.cpu)["p50"] < 0.25 * p50  # asleep: wall time, hardly any CPU
+    assert 1e3 * SLEEP_S <= p50 < 1e3 * SLEEP_S * 1.5  # sleep never returns early
+    b = budget_figures(times, 64, RATE)  # a 4 ms budget, half of it slept
+    assert 0.5 <= b["ratio_p50"] < 0.75
+    assert 1.0 < b["inv_rtf"] <= 2.0
+
+
+def test_live_engine_counts_one_miss_per_slow_block_inline():
+    budget = BLOCK / RATE
+    proc = path(sleeper(2 * budget, every=4))
+    res = live_run(proc, "inline", blocks=40)
+    assert res["callbacks"] == 40
+    assert 10 <= res["misses"] <= 12  # blocks 4, 8, ..., 40; a stray preemption at most twice
+    assert res["miss_rate"] == pytest.approx(res["misses"] / 40)
+    assert res["callback_us"]["max"] >= 2e6 * budget
+
+
+def test_live_engine_threaded_identity_keeps_up_and_a_stalling_worker_misses():
+    proc = path(delay_plugin(RATE))
+    fast = live_run(proc, "threaded", blocks=40)
+    assert fast["misses"] == 0 and fast["turnaround_ms"]["p50"] < 1e3 * BLOCK / RATE
+    budget = BLOCK / RATE
+    proc = path(sleeper(3 * budget, every=8))
+    slow = live_run(proc, "threaded", blocks=40)
+    assert slow["misses"] >= 5  # each 3-block stall outlasts the one-block hand-off buffer
+
+
+def test_bootstrap_ratio_of_exactly_scaled_samples():
+    a = np.random.default_rng(0).uniform(1.0, 2.0, 500)
+    r = bootstrap_ratio(a, 2 * a, 50.0, n_boot=200)
+    assert r["ratio"] == pytest.approx(2.0)
+    assert r["ci_low"] == pytest.approx(2.0) and r["ci_high"] == pytest.approx(2.0)
+
+
+def test_correlation_finds_a_known_lag_and_gain():
+    x = np.zeros(4000)
+    x[click_train(4000).nonzero()[0][:3]] = 1.0
+    y = np.roll(x, 123) * 0.5
+    c = correlate(x, y, 500)
+    assert int(np.argmax(c)) == 123 and c[123] == pytest.approx(0.5)
+
+
+def test_latency_cli_writes_json_markdown_and_plots(tmp_path):
+    argv = [
+        "latency", "--plugin", "resample-8k-16k", "--rates", "16000", "--blocks", "256",
+        "--threads", "1", "--modes", "threaded,inline", "--blocks-count", "40", "--warmup", "4",
+        "--live-seconds", "0.1", "--out", str(tmp_path), "--quiet",
+    ]  # fmt: skip
+    assert bench_main(argv) == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"latency.json", "latency.md", "latency-cdf-t1.png", "block-time-t1.png"} <= names
+    assert all(p.stat().st_size < 200_000 for p in tmp_path.glob("*.png"))
+    rep = json.loads((tmp_path / "latency.json").read_text())
+    for key, kind in [("kind", str), ("machine", dict), ("settings", dict), ("load", dict),
+                      ("rows", list)]:  # fmt: skip
+        assert isinstance(rep[key], kind), key
+    for key in ("cpu", "cores", "torch", "numpy", "commit", "kind", "loadavg"):
+        assert key in rep["machine"], key
+    assert {r["plugin"] for r in rep["rows"]} == {"identity", "resample-8k-16k"}
+    for row in rep["rows"]:
+        required = {"plugin", "role", "rate", "block", "threads", "plugin_ms", "path_ms"}
+        required |= {"host_us_p50", "budget", "live", "load", "vs_reference_p50"}
+        assert required <= set(row)
+        for dist in (row["plugin_ms"], row["path_ms"], row["plugin_cpu_ms"], row["path_cpu_ms"]):
+            assert all(isinstance(dist[k], float) for k in ("p50", "p90", "p99", "p99.9", "max"))
+        assert set(row["live"]) == {"threaded", "inline"}
+        for live in row["live"].values():
+            assert isinstance(live["misses"], int) and 0.0 <= live["miss_rate"] <= 1.0
+        assert row["budget"]["budget_ms"] == pytest.approx(16.0)
+    ref = next(r for r in rep["rows"] if r["role"] == "reference")
+    assert ref["vs_reference_p50"] == pytest.approx(1.0)
+    assert "| identity | 16000 | 256 |" in (tmp_path / "latency.md").read_text()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: the refusal cannot show")
+def test_cuda_without_a_gpu_is_a_one_line_error(capsys):
+    assert bench_main(["latency", "--device", "cuda", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "CUDA is not available" in err
+
+
+def test_quality_without_data_skips_with_a_reason(tmp_path):
+    rep = run_quality(tmp_path / "q", ["resample-8k-16k"], data=tmp_path / "missing")
+    assert rep["results"] == {}
+    assert "no validation data" in rep["skipped"][0]["reason"]
+
+
+@pytest.mark.live
+def test_e2e_measured_latency_matches_declared_within_one_block(audio_server):
+    rep = run_e2e(E2ESettings(backends=["sounddevice"], rate=16000, block=BLOCK))
+    row = rep["rows"][0]
+    assert row["copy"]["gain"] > 0.5 and row["engine"]["gain"] > 0.5
+    assert row["measured_engine"] > 0
+    assert abs(row["measured_engine"] - row["declared"]["engine"]) <= BLOCK, row
+    assert row["ok"]

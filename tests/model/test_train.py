@@ -1,0 +1,163 @@
+"""`wavehost train` on a tiny synthetic speech-like set.
+
+Learning on a fixed batch, exact resume, a NaN in the data, bad data folders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from model.corpora import Manifest, Source, build_dataset
+from model.degrade import degrade_8k
+from model.losses import BWELoss, LossConfig
+from model.train import align, epoch_batches, main, train_step
+from model.unet import UNetConfig, WaveletUNet
+
+RATE = 16000
+TINY = {"levels": 2, "base_channels": 4, "lookahead": 2}
+BATCH = 4
+
+
+def _voice(rng: np.random.Generator, seconds: float) -> np.ndarray:
+    """A vowel-like harmonic tone with a gliding pitch plus a little broadband noise."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    f0 = rng.uniform(100, 220) * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(1, 3) * t))
+    phase = 2 * np.pi * np.cumsum(f0) / RATE
+    x = sum(np.sin(k * phase) / k for k in range(1, 40) if k * f0.max() < RATE / 2)
+    x = x + 0.05 * rng.standard_normal(len(t))
+    return (0.3 * x / np.abs(x).max()).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A built dataset: 5 speaker folders of WAV files, 0.25 s segments, split by folder."""
+    root = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    for g in range(5):
+        (root / f"spk{g}").mkdir()
+        for k in range(2):
+            sf.write(root / f"spk{g}" / f"utt{k}.wav", _voice(rng, 1.6), RATE, subtype="FLOAT")
+    out = root.parent / "set"
+    build_dataset([Source("synthetic", root)], out, segment_s=0.25, val_fraction=0.2,
+                  min_band_hz=7000.0, progress=False)  # fmt: skip
+    return out
+
+
+def _args(data: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--data", str(data), "--out", str(out), "--config", json.dumps(TINY),
+        "--batch-size", str(BATCH), "--segment", "2560", "--val-items", "4", "--warmup", "2",
+        "--lr", "3e-3", "--threads", "1", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: tiny models run fastest so, and a shared CPU does not stall them."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_loss_decreases_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(1)
+    y = torch.from_numpy(np.stack([_voice(rng, 0.25) for _ in range(BATCH)]))[:, None]
+    x = degrade_8k(y, rng)
+    net = WaveletUNet(UNetConfig(**TINY))
+    loss_fn = BWELoss(LossConfig())
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+    with torch.no_grad():
+        first = float(loss_fn(*align(net(x), y, net.latency_samples()))[0])
+    losses = [train_step(net, loss_fn, opt, x, y, grad_clip=1.0)["loss"] for _ in range(30)]
+    assert losses[0] == pytest.approx(first)
+    assert min(losses[-5:]) < first - 0.15 * abs(first)
+
+
+def test_align_delays_the_target() -> None:
+    y_hat = torch.arange(10.0).view(1, 1, 10)
+    target = torch.arange(10.0).view(1, 1, 10)
+    est, ref = align(y_hat, target, 3)
+    assert est.tolist() == [[[3, 4, 5, 6, 7, 8, 9]]]  # output n ...
+    assert ref.tolist() == [[[0, 1, 2, 3, 4, 5, 6]]]  # ... against target n - 3
+
+
+def test_run_writes_its_files_and_resume_is_exact(dataset: Path, tmp_path: Path) -> None:
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert main(_args(dataset, whole, "--epochs", "2")) == 0
+    assert main(_args(dataset, split, "--epochs", "2", "--max-steps", "3")) == 0
+    mid = torch.load(split / "last.pt", weights_only=True)
+    assert mid["step"] == 3 and mid["epoch"] == 0 and mid["batch"] == 3
+    assert main(_args(dataset, split, "--resume")) == 0
+
+    a = torch.load(whole / "last.pt", weights_only=True)
+    b = torch.load(split / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 2 * len(epoch_batches(_n_train(dataset), BATCH, 0, 0))
+    assert a["config"] == b["config"] and UNetConfig.from_dict(a["config"]).lookahead == 2
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    assert a["metrics"] == b["metrics"]
+    for f in ("best.pt", "log.csv", "curves.png", "baselines.json", "config.json"):
+        assert (whole / f).stat().st_size > 0, f
+    rows = (whole / "log.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,step") and len(rows) == 3  # header + one row per epoch
+    assert all(math.isfinite(v) for v in a["metrics"].values())
+    # a finished run refuses to be overwritten
+    assert main(_args(dataset, whole)) == 2
+
+
+def _n_train(dataset: Path) -> int:
+    return sum(n for _, n in Manifest.load(dataset).shards("train"))
+
+
+def test_nan_in_the_data_stops_with_the_step_and_keeps_the_checkpoint(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in dataset.iterdir():
+        (data / f.name).write_bytes(f.read_bytes())
+    run = tmp_path / "run"
+    assert main(_args(data, run, "--epochs", "3", "--max-steps", "4")) == 0
+    saved = (run / "last.pt").read_bytes()
+
+    # poison the first segment of the 5th batch of epoch 1: step 5 must stop the run
+    bad = epoch_batches(_n_train(data), BATCH, 0, 0)[4][0]
+    shard, _ = Manifest.load(data).shards("train")[0]
+    segments = np.load(shard)
+    segments[bad] = np.nan
+    np.save(shard, segments)
+
+    capsys.readouterr()
+    assert main(_args(data, run, "--resume")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "non-finite loss nan at step 5 " in err[-1]
+    assert "last good checkpoint kept" in err[-1]
+    assert (run / "last.pt").read_bytes() == saved
+
+
+@pytest.mark.parametrize("problem", ["missing", "empty", "no_shard", "garbage"])
+def test_bad_data_folder_is_one_clear_line(
+    problem: str, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "data"
+    if problem != "missing":
+        data.mkdir()
+    if problem in ("no_shard", "garbage"):
+        (data / "manifest.json").write_text((dataset / "manifest.json").read_text())
+    if problem == "garbage":
+        for f in Manifest.load(dataset).shards("train") + Manifest.load(dataset).shards("val"):
+            (data / f[0].name).write_bytes(b"not a numpy file")
+    assert main(_args(data, tmp_path / "run")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("wavehost train: ") and str(data) in err[0]
+    assert not (tmp_path / "run" / "last.pt").exists()
