@@ -78,6 +78,12 @@ class UNetPlugin(nn.Module):
         self.net.reset()
 
     @torch.jit.export
+    def reset_rows(self, rows: Tensor) -> None:
+        """Clear the state of batch rows ``rows`` (int64 indices) only (the contract's optional
+        per-stream reset, for batching many streams in one instance)."""
+        self.net.reset_rows(rows)
+
+    @torch.jit.export
     def set_parameter(self, name: str, value: float) -> None:
         """Set parameter ``name`` (only ``"mix"``), clamped to its range."""
         if name != "mix":
@@ -90,7 +96,7 @@ def script_plugin(net: WaveletUNet) -> torch.jit.ScriptModule:
     kept as mutable buffers)."""
     with _quiet_torchscript():
         plugin = torch.jit.script(UNetPlugin(copy.deepcopy(net).cpu().eval()).eval())
-        keep = [*_CONTRACT_ATTRS, "reset", "set_parameter"]
+        keep = [*_CONTRACT_ATTRS, "reset", "reset_rows", "set_parameter"]
         return torch.jit.freeze(plugin, preserved_attrs=keep)
 
 

@@ -25,7 +25,7 @@ from torch import Tensor, nn
 class Cached(nn.Module):
     """Base of the streaming forms: ``context`` samples of left context, time-major, in a cache
     buffer ``(batch, context, channels)`` updated in place (a fixed-address state). Made for
-    batch 1; :meth:`clear` sizes it for another batch."""
+    batch 1; :meth:`clear` sizes it for another batch, :meth:`reset_rows` clears single streams."""
 
     def __init__(self, context: int, channels: int) -> None:
         super().__init__()
@@ -46,6 +46,11 @@ class Cached(nn.Module):
             self.cache.zero_()
         else:
             self.cache = self.cache.new_zeros(batch, self.context, self.width)
+
+    def reset_rows(self, rows: Tensor) -> None:
+        """Zero the cache of batch rows ``rows`` (int64 indices, the cache's device) in place;
+        the other rows (streams) and the buffer's address are untouched."""
+        self.cache.index_fill_(0, rows, 0.0)
 
 
 def causal_delay(x: Tensor, delay: int) -> Tensor:

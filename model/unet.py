@@ -134,6 +134,13 @@ class Decoder(nn.Module):
         self.gate.clear(batch)
         self.conv.clear(batch)
 
+    def reset_rows(self, rows: Tensor) -> None:
+        """Zero the caches of batch rows ``rows`` in place (streaming form only)."""
+        self.up.reset_rows(rows)
+        self.delay.reset_rows(rows)
+        self.gate.reset_rows(rows)
+        self.conv.reset_rows(rows)
+
     def streaming(self) -> Decoder:
         """The same level with streaming submodules."""
         parts = (self.up, self.delay, self.gate, self.conv)
@@ -180,6 +187,17 @@ class Body(nn.Module):
         for dec in self.decoders:
             dec.clear(batch)
         self.out.clear(batch)
+
+    def reset_rows(self, rows: Tensor) -> None:
+        """Zero the caches of batch rows ``rows`` in place (streaming form only)."""
+        self.interp.reset_rows(rows)
+        self.dry_delay.reset_rows(rows)
+        for enc in self.encoders:
+            enc.reset_rows(rows)
+        self.mid.reset_rows(rows)
+        for dec in self.decoders:
+            dec.reset_rows(rows)
+        self.out.reset_rows(rows)
 
     def streaming(self) -> Body:
         """The same network with streaming (cached, time-major) submodules."""
@@ -261,6 +279,7 @@ class StreamingWaveletUNet(nn.Module):
     :meth:`step` takes ``(batch, 1, T_in)`` blocks (``T_in`` a multiple of ``block_multiple``)
     and returns ``(dry, residual)``, each ``(batch, 1, T_in * R)``; consecutive blocks give the
     offline output of the concatenated signal. :meth:`forward` returns ``dry + residual``.
+    Each batch row is an independent stream: :meth:`reset_rows` restarts some of them.
     """
 
     def __init__(self, net: WaveletUNet) -> None:
@@ -285,3 +304,9 @@ class StreamingWaveletUNet(nn.Module):
     def reset(self) -> None:
         """Clear the streaming state (all caches to zero)."""
         self.body.clear(self.batch)
+
+    @torch.jit.export
+    def reset_rows(self, rows: Tensor) -> None:
+        """Clear the state of the streams in batch rows ``rows`` (int64 indices on the model's
+        device) in place; the other rows keep streaming undisturbed."""
+        self.body.reset_rows(rows)

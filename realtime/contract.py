@@ -29,6 +29,20 @@ parameter_default   list[float]
 and the methods ``forward(x) -> y`` with ``x`` of shape ``(batch, channels, time)`` float32 at
 ``sample_rate_in`` and ``y`` of shape ``(batch, channels, time * sample_rate_out //
 sample_rate_in)``, ``reset()`` (clear the streaming state) and ``set_parameter(name, value)``.
+
+Optional, for serving many streams with one instance (:mod:`realtime.multistream`) and for CUDA
+graphs (:mod:`realtime.accel`); a plugin without them loads and runs as before:
+
+- ``reset_rows(rows)``: ``rows`` an int64 tensor of batch-row indices on the plugin's device;
+  clear the streaming state of those rows only, in place, leaving every other row (stream)
+  untouched. Each batch row of a streaming plugin is then an independent stream, and the batch
+  size stays fixed between calls (a change of batch size may restart all state).
+  :attr:`PluginInfo.batch_reset` says whether a plugin has it.
+- ``max_batch`` (int attribute): the largest batch the plugin accepts; absent or 0: no limit
+  (:attr:`PluginInfo.max_batch`).
+- To be replayed from a CUDA graph, a streaming plugin keeps its state and parameters in
+  tensors updated in place (fixed addresses) and does no host synchronisation in ``forward``;
+  the host checks replay against plain launches and falls back to them (reported) otherwise.
 """
 
 from __future__ import annotations
@@ -70,6 +84,10 @@ class PluginInfo:
     window_shape: str = ""
     parameters: dict[str, tuple[float, float, float]] = field(default_factory=dict)
     """name -> (min, max, default)"""
+    batch_reset: bool = False
+    """the plugin has the optional ``reset_rows(rows)`` (per-stream reset in a batch)"""
+    max_batch: int = 0
+    """largest batch the plugin accepts (0: no declared limit)"""
 
     @property
     def ratio(self) -> Fraction:
@@ -86,6 +104,9 @@ class PluginInfo:
             for key, kind in _WINDOWED.items():
                 values[key] = _attr(plugin, name, key, kind)
         params = _parameters(plugin, name)
+        if hasattr(plugin, "max_batch"):
+            values["max_batch"] = _attr(plugin, name, "max_batch", int)
+        values["batch_reset"] = callable(getattr(plugin, "reset_rows", None))
         info = cls(name=name, parameters=params, **values)
         info._check()
         return info
@@ -97,6 +118,8 @@ class PluginInfo:
         for key in ("sample_rate_in", "sample_rate_out", "channels", "block_multiple"):
             if getattr(self, key) <= 0:
                 raise bad(f"{key} must be positive, got {getattr(self, key)}")
+        if self.max_batch < 0:
+            raise bad(f"max_batch must be >= 0 (0: no limit), got {self.max_batch}")
         if self.latency < 0:
             raise bad(f"latency must be >= 0 samples, got {self.latency}")
         if (self.block_multiple * self.ratio).denominator != 1:
