@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from fractions import Fraction
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -60,10 +61,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _is_user_error(exc: Exception) -> bool:
+    from realtime.accel import DeviceError as ComputeDeviceError
     from realtime.io.backend import DeviceError
     from realtime.render import RenderError
 
-    return isinstance(exc, PluginError | RenderError | DeviceError | UsageError)
+    return isinstance(
+        exc, PluginError | RenderError | DeviceError | ComputeDeviceError | UsageError
+    )
 
 
 def _parser(extra: list[str]) -> argparse.ArgumentParser:
@@ -132,10 +136,16 @@ def _plugin_args(p: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="set a plugin parameter (repeatable)",
     )
+    p.add_argument(
+        "--device", default="cpu", help="where the plugins run: cpu, cuda or cuda:N (default cpu)"
+    )
 
 
-def build_chain(specs: list[str] | None, params: list[str]):  # -> Chain
-    """Load the plugins named on the command line (default plugin if none) into a chain."""
+def build_chain(
+    specs: list[str] | None, params: list[str], device: str = "cpu", block: int = 0, rate: int = 0
+):  # -> Chain
+    """Load the plugins named on the command line (default plugin if none) into a chain; on a
+    CUDA ``device`` each runs there, fast path for ``block`` device frames at ``rate`` Hz."""
     from realtime.chain import Chain
     from realtime.loader import load_plugin
 
@@ -159,6 +169,14 @@ def build_chain(specs: list[str] | None, params: list[str]):  # -> Chain
         if not owners:
             raise UsageError(f"no plugin in the chain has a parameter {name!r}")
         owners[0].set_parameter(name, number)
+    if device != "cpu":
+        from realtime.accel import on_device
+
+        scale = Fraction(block, rate or plugins[0].info.sample_rate_in)
+        moved = []
+        for p in plugins:
+            moved.append(on_device(p, device, block=int(scale * p.info.sample_rate_in)))
+        plugins = moved
     return Chain(plugins)
 
 
@@ -174,7 +192,7 @@ def cmd_render(args: argparse.Namespace) -> int:
     """``wavehost render IN OUT``."""
     from realtime.render import render
 
-    chain = build_chain(args.plugin, args.param)
+    chain = build_chain(args.plugin, args.param, args.device, args.block)
     t0 = time.perf_counter()
     res = render(
         args.input,
@@ -228,7 +246,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--backend file needs --input-file")
     if args.block <= 0:
         raise UsageError(f"--block must be positive, got {args.block}")
-    chain = build_chain(args.plugin, args.param)
+    chain = build_chain(args.plugin, args.param, args.device, args.block, args.rate or 0)
     rate = args.rate or chain.rate_out
     processor = Processor(chain, rate_in=rate, rate_out=rate, block=args.block)
     recorder = Recorder(rate, chain.channels, args.record_input, args.record)

@@ -2,8 +2,8 @@
 # The GPU figures of issue 5 (realtime/GPU.md): CUDA tests, then one JSON of figures.
 #
 #   bash scripts/gpu-bench.sh wheels         where pip reaches PyPI: download the wheels the GPU
-#                                            image lacks (PyWavelets) into .whl (git-ignore it:
-#                                            echo /.whl/ >> .git/info/exclude)
+#                                            image lacks (PyWavelets) into .whl (git-ignored)
+#
 #   bash scripts/gpu-bench.sh run [OUTDIR]   on the GPU machine: install the wheels in .whl (if
 #                                            any), run the CUDA tests, write the figures to OUTDIR
 #                                            (default bench/results/gpu-<card>) and, where $OUT is

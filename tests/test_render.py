@@ -131,7 +131,10 @@ def test_cli_bad_inputs_one_line_each(tmp_path, tone8k, capsys):
         ([str(src), out, "--plugin", "no-such-plugin"], "unknown plugin"),
         ([str(src), out, *default, "--param", "gain=7"], "outside"),
         ([str(src), out, *default, "--param", "gain"], "NAME=VALUE"),
+        ([str(src), out, *default, "--device", "tpu"], "unknown device 'tpu'"),
     ]
+    if not torch.cuda.is_available():
+        cases.append(([str(src), out, *default, "--device", "cuda"], "CUDA is not available"))
     for args, expect in cases:
         code = main(["render", *args, "--quiet"])
         assert_one_line_error(code, capsys.readouterr().err, expect)
