@@ -371,6 +371,7 @@ def _final_report(engine, stream, seconds: float) -> dict:
         },
         "callbacks": c.callbacks,
         "misses": c.misses,
+        "startup_misses": c.startup_misses,
         "missed_frames": c.missed_frames,
         "miss_times_s": engine.miss_times(),
         "nonfinite_input": c.nonfinite_input,
@@ -417,8 +418,8 @@ def _format_report(r: dict) -> str:
         )
     xr = ", ".join(f"{k} {v}" for k, v in r["xruns"].items()) or "none"
     lines.append(
-        f"{r['seconds']:.1f} s, {r['callbacks']} callbacks, deadline misses {r['misses']}, "
-        f"xruns: {xr}"
+        f"{r['seconds']:.1f} s, {r['callbacks']} callbacks, deadline misses {r['misses']} "
+        f"(+{r['startup_misses']} while the device pre-filled its buffers), xruns: {xr}"
     )
     sched = r["scheduling"]
     lines.append(f"scheduling: callback {sched['callback']}; worker {sched['worker']}")

@@ -34,6 +34,7 @@ from realtime.stats import BlockTimer
 
 MODES = ("threaded", "inline")
 DECLICK_MS = 2.0
+STARTUP_S = 0.1
 
 
 @dataclass
@@ -42,6 +43,8 @@ class EngineCounters:
 
     callbacks: int = 0
     misses: int = 0  # blocks where the worker was late (threaded) or over budget (inline)
+    startup_misses: int = 0  # the same in the first STARTUP_S: the device pre-filling its
+    # output buffer calls back in a burst before any input has arrived (output is silence then)
     missed_frames: int = 0
     nonfinite_input: int = 0  # input samples that were NaN/Inf (replaced by 0)
     dropped_input: int = 0  # input frames lost because the worker fell too far behind
@@ -85,6 +88,7 @@ class Engine:
         self.on_block = on_block
         self.counters = EngineCounters()
         self.timer = BlockTimer(self.block / self.rate)
+        self._startup_callbacks = max(4, round(STARTUP_S * self.rate / self.block))
         self.buffered = (1 + self.margin_blocks) * self.block if mode == "threaded" else 0
         self.delay = round(processor.latency.total) + self.buffered  # engine latency, samples
         b = self.block
@@ -177,9 +181,12 @@ class Engine:
 
     def _miss(self, n: int, wet: np.ndarray, dry: np.ndarray, out: np.ndarray) -> None:
         c = self.counters
-        if c.misses < self._miss_log.shape[0]:
-            self._miss_log[c.misses] = c.callbacks - 1
-        c.misses += 1
+        if c.callbacks <= self._startup_callbacks:
+            c.startup_misses += 1
+        else:
+            if c.misses < self._miss_log.shape[0]:
+                self._miss_log[c.misses] = c.callbacks - 1
+            c.misses += 1
         got = 0 if self._debt else self._out_ring.read(wet)
         self._debt += n - got
         c.missed_frames += n - got

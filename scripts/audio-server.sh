@@ -2,6 +2,7 @@
 # wavehost's private audio server: PipeWire + WirePlumber + pipewire-pulse with mono null sinks.
 #
 #   scripts/audio-server.sh start [--rate HZ] [--sinks "call listener"] [--no-force-rate]
+#                                 [--quantum FRAMES]
 #   scripts/audio-server.sh stop
 #   scripts/audio-server.sh env            # prints `export VAR=...` lines:  eval "$(... env)"
 #   scripts/audio-server.sh status
@@ -27,6 +28,8 @@ MARKER="$DIR/.wavehost-audio"
 RATE=48000
 SINKS="call listener"
 FORCE_RATE=1
+QUANTUM=256  # graph period, frames; pinned so clients joining or leaving do not make PipeWire
+             # renegotiate it (measured here: xruns and 450 ms stalls in the other streams)
 EXPLICIT=0
 
 die() { echo "$PROG: error: $*" >&2; exit 1; }
@@ -141,7 +144,8 @@ cmd_start() {
             --sinks) SINKS="${2:?--sinks needs a list of names}"; EXPLICIT=1; shift 2 ;;
             --sinks=*) SINKS="${1#--sinks=}"; EXPLICIT=1; shift ;;
             --no-force-rate) FORCE_RATE=0; shift ;;
-            *) die "unknown option '$1' (start [--rate HZ] [--sinks \"call listener\"] [--no-force-rate])" ;;
+            --quantum) QUANTUM="${2:?--quantum needs a value in frames (0: let PipeWire choose)}"; shift 2 ;;
+            *) die "unknown option '$1' (start [--rate HZ] [--sinks \"call listener\"] [--no-force-rate] [--quantum FRAMES])" ;;
         esac
     done
     [[ "$RATE" =~ ^[0-9]+$ ]] && ((RATE >= 8000 && RATE <= 384000)) \
@@ -231,6 +235,9 @@ cmd_start() {
     if ((FORCE_RATE)); then
         set_rate "$RATE"
     fi
+    [[ "$QUANTUM" =~ ^[0-9]+$ ]] || die "--quantum must be a number of frames, got '$QUANTUM'"
+    (server_env; pw-metadata -n settings 0 clock.force-quantum "$QUANTUM" >/dev/null) \
+        || die "pw-metadata could not set clock.force-quantum $QUANTUM"
     write_asound_conf
     print_env >"$DIR/env"
     print_env
