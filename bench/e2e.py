@@ -211,7 +211,7 @@ def _engine(s: E2ESettings) -> Any:
     else:
         plugin = load_plugin(s.plugin)
     proc = Processor(Chain([plugin]), rate_in=s.rate, rate_out=s.rate, block=s.block)
-    return Engine(proc, mode=s.mode)
+    return Engine(proc, mode=s.mode, adaptive=False)  # a fixed latency to measure
 
 
 def _attempt(backend: str, s: E2ESettings, workdir: Path) -> dict[str, Any]:

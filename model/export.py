@@ -167,3 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     out = export_plugin(net, args.out, name=args.name or Path(args.out).stem)
     print(f"wrote {out} (latency {net.latency_samples()} samples at {net.config.rate_out} Hz)")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

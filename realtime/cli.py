@@ -94,7 +94,17 @@ def _parser(extra: list[str]) -> argparse.ArgumentParser:
     run.add_argument("--rate", type=int, help="device rate, Hz (default: the chain's output rate)")
     run.add_argument("--block", type=int, default=256, help="device block, frames (default 256)")
     run.add_argument("--mode", default="threaded", choices=["threaded", "inline"])
-    run.add_argument("--margin", type=int, default=0, help="safety margin, blocks (threaded)")
+    run.add_argument(
+        "--margin",
+        type=int,
+        default=0,
+        help="safety margin, blocks (threaded); the adaptive margin starts here",
+    )
+    run.add_argument(
+        "--fixed-margin",
+        action="store_true",
+        help="never grow the margin on misses (late output is dropped instead)",
+    )
     run.add_argument("--latency", default="low", help="PortAudio latency: low, high or seconds")
     run.add_argument(
         "--rt-priority",
@@ -254,6 +264,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         processor,
         mode=args.mode,
         margin_blocks=args.margin,
+        adaptive=not args.fixed_margin,
         on_block=recorder.write if recorder.active else None,
         rt_priority=max(0, args.rt_priority),
     )
@@ -374,6 +385,7 @@ def _final_report(engine, stream, seconds: float) -> dict:
         "startup_misses": c.startup_misses,
         "missed_frames": c.missed_frames,
         "miss_times_s": engine.miss_times(),
+        "margin_changes": engine.margin_changes(),
         "nonfinite_input": c.nonfinite_input,
         "dropped_input": c.dropped_input,
         "xruns": dict(stream.xruns),
@@ -421,6 +433,10 @@ def _format_report(r: dict) -> str:
         f"{r['seconds']:.1f} s, {r['callbacks']} callbacks, deadline misses {r['misses']} "
         f"(+{r['startup_misses']} while the device pre-filled its buffers), xruns: {xr}"
     )
+    for t, m in r["margin_changes"]:
+        lines.append(
+            f"safety margin grew to {m} samples ({1e3 * m / r['rate']:.2f} ms) at {t:.2f} s"
+        )
     sched = r["scheduling"]
     lines.append(f"scheduling: callback {sched['callback']}; worker {sched['worker']}")
     return "\n".join(lines)

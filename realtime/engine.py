@@ -8,8 +8,13 @@ allocation, no waiting locks): input into a ring, a wake-up byte into a pipe, ou
 ring. A worker thread runs the processor. The output ring is primed with one block plus the
 safety margin, which is the extra latency that buys isolation from compute jitter. When the
 worker is late (a deadline miss) the callback crossfades to the dry input delayed by exactly
-the engine latency, counts the miss, later discards the late wet frames so the timeline stays
-aligned, and fades back to wet once the worker has caught up.
+the engine latency, counts the miss and fades back to wet once the worker has caught up.
+
+Adaptive margin (default): a miss after start-up grows the margin by the frames that were
+missing, up to ``max_margin_blocks``: the late wet frames are played when they arrive and the
+dry path is delayed as much, so a stream whose callbacks come in bursts (a device period
+larger than the block) settles at the margin it needs. Every change is logged and reported.
+Without it, or at the cap, late wet frames are discarded to keep the latency fixed.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from realtime.ring import Ring
 from realtime.stats import BlockTimer
 
 MODES = ("threaded", "inline")
-DECLICK_MS = 2.0
+DECLICK_MS = 4.0  # a step in the output is faded away over this (half-cosine)
 STARTUP_S = 0.1
 
 
@@ -57,7 +62,10 @@ class Engine:
         processor: the signal path; its ``rate_in == rate_out`` is the device rate and its
             ``block`` the device block, frames.
         mode: ``"threaded"`` or ``"inline"``.
-        margin_blocks: extra blocks of output buffering in threaded mode (latency for safety).
+        margin_blocks: extra blocks of output buffering in threaded mode (latency for safety);
+            the floor of the adaptive margin.
+        adaptive: let misses grow the margin (threaded mode), up to ``max_margin_blocks``.
+        max_margin_blocks: the adaptive margin's cap, blocks.
         on_block: called by the worker (never the callback) with each block's input and
             output ``(frames, channels)``, e.g. to record them; must not keep the arrays.
         rt_priority: SCHED_FIFO priority for the worker thread (0: normal scheduling). Needs
@@ -71,6 +79,8 @@ class Engine:
         *,
         mode: str = "threaded",
         margin_blocks: int = 0,
+        adaptive: bool = True,
+        max_margin_blocks: int = 8,
         on_block: Callable[[np.ndarray, np.ndarray], None] | None = None,
         rt_priority: int = 0,
     ) -> None:
@@ -85,6 +95,11 @@ class Engine:
         self.block = processor.block
         self.channels = ch = processor.chain.channels
         self.margin_blocks = margin_blocks if mode == "threaded" else 0
+        self.adaptive = adaptive and mode == "threaded"
+        self.max_margin = max(max_margin_blocks, self.margin_blocks) * self.block  # frames
+        self.grown = 0  # frames the adaptive margin added
+        self._margin_log = np.zeros((32, 2), np.int64)  # (callback index, margin frames)
+        self._margin_changes = 0
         self.on_block = on_block
         self.counters = EngineCounters()
         self.timer = BlockTimer(self.block / self.rate)
@@ -95,12 +110,12 @@ class Engine:
         self._in = np.zeros((b, ch), np.float32)
         self._wet = np.zeros((b, ch), np.float32)
         self._dry = np.zeros((b, ch), np.float32)
-        self._dry_line = np.zeros((self.delay + 2 * b, ch), np.float32)
+        most = self.delay + self.max_margin - self.margin_blocks * b
+        self._dry_line = np.zeros((most + 2 * b, ch), np.float32)
         self._dry_pos = 0
-        self._ramp = np.exp(
-            -np.arange(round(DECLICK_MS * 1e-3 * self.rate))
-            / (0.25 * DECLICK_MS * 1e-3 * self.rate)
-        ).astype(np.float32)
+        ramp_n = max(2, round(DECLICK_MS * 1e-3 * self.rate))
+        self._ramp = (0.5 + 0.5 * np.cos(np.pi * np.arange(ramp_n) / ramp_n)).astype(np.float32)
+        self._jump = False  # the timeline moved (margin grew): fade the step at the next block
         self._offset = np.zeros(ch, np.float32)
         self._last_out = np.zeros(ch, np.float32)
         self._last_dry = np.zeros(ch, np.float32)
@@ -163,6 +178,7 @@ class Engine:
         self._dry_pos = kernels.delay_line(self._dry_line, self._dry_pos, x, dry, self.delay)
         wet = self._wet[:n]
         out = outdata[:, : self.channels]
+        jumped, self._jump = self._jump, False
         if self._debt:
             self._debt -= self._out_ring.skip(self._debt)
         if not self._debt and self._out_ring.available() >= n:
@@ -174,6 +190,9 @@ class Engine:
                 out[:] = wet
         else:
             self._miss(n, wet, dry, out)
+        if jumped:
+            self._offset[:] = self._last_out - out[0]  # continue from where we were
+            kernels.declick(out, self._offset, self._ramp)
         if outdata.shape[1] > self.channels:
             outdata[:, self.channels :] = out[:, -1:]
         self._last_out[:] = out[n - 1]
@@ -188,8 +207,19 @@ class Engine:
                 self._miss_log[c.misses] = c.callbacks - 1
             c.misses += 1
         got = 0 if self._debt else self._out_ring.read(wet)
-        self._debt += n - got
-        c.missed_frames += n - got
+        missing = n - got
+        c.missed_frames += missing
+        margin = self.margin_blocks * self.block + self.grown
+        startup = c.callbacks <= self._startup_callbacks
+        if self.adaptive and not startup and not self._debt and margin + missing <= self.max_margin:
+            self.grown += missing  # keep the late frames: they play next, `missing` later
+            self.delay += missing
+            self._jump = True
+            if self._margin_changes < self._margin_log.shape[0]:
+                self._margin_log[self._margin_changes] = (c.callbacks - 1, margin + missing)
+                self._margin_changes += 1
+        else:
+            self._debt += missing
         if got >= 2:  # fade out over the wet frames that did arrive, then dry
             kernels.crossfade(wet[:got], dry[:got], out[:got], self._wet_gain, 0.0)
             out[got:] = dry[got:]
@@ -255,9 +285,14 @@ class Engine:
             reblock=p.reblock,
             resample=p.resample,
             threaded_block=self.block if self.mode == "threaded" else 0,
-            margin=self.margin_blocks * self.block,
+            margin=self.margin_blocks * self.block + self.grown,
             plugin=p.plugin,
         )
+
+    def margin_changes(self) -> list[tuple[float, int]]:
+        """(stream time s, new margin in frames) of each adaptive margin change (first 32)."""
+        rows = self._margin_log[: self._margin_changes]
+        return [(float(i) * self.block / self.rate, int(m)) for i, m in rows]
 
     def miss_times(self) -> list[float]:
         """Stream time (s) of the first 64 deadline misses (threaded mode)."""

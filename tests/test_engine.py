@@ -24,12 +24,12 @@ def sine(seconds: float, freq: float = 200.0, amp: float = 0.5) -> np.ndarray:
     return (amp * np.sin(2 * np.pi * freq * t)).astype(np.float32)
 
 
-def live(tmp_path, x, plugin, *, mode="threaded", margin=0):
+def live(tmp_path, x, plugin, *, mode="threaded", margin=0, adaptive=True):
     """Stream ``x`` through ``plugin`` in real time; return (output, engine, stream)."""
     src, dst = tmp_path / "in.wav", tmp_path / "out.wav"
     sf.write(src, x, RATE, subtype="FLOAT")
     proc = Processor(Chain([load_plugin(plugin)]), rate_in=RATE, rate_out=RATE, block=BLOCK)
-    engine = Engine(proc, mode=mode, margin_blocks=margin)
+    engine = Engine(proc, mode=mode, margin_blocks=margin, adaptive=adaptive)
     stream = open_duplex(
         engine.callback,
         backend="file",
@@ -66,7 +66,7 @@ def test_live_output_is_the_offline_fir_delayed_by_the_declared_latency(tmp_path
 def test_overload_misses_are_counted_crossfaded_and_recovered(tmp_path):
     x = sine(4.0)
     slow = Slow(RATE, factor=3.0, every=10, block=BLOCK, gain=0.5)  # wet ≠ dry: a switch clicks
-    y, engine, _ = live(tmp_path, x, slow)
+    y, engine, _ = live(tmp_path, x, slow, adaptive=False)
     c = engine.counters
     stalls = slow.calls // 10
     assert stalls >= 20
@@ -92,3 +92,24 @@ def test_nan_input_is_sanitized_and_counted_live(tmp_path):
     y, engine, _ = live(tmp_path, x, torch.jit.script(Fir([1.0])))
     assert engine.counters.nonfinite_input == 3
     assert np.isfinite(y).all()
+
+
+def test_adaptive_margin_absorbs_repeated_stalls(tmp_path):
+    x = sine(4.0)
+    slow = Slow(RATE, factor=3.0, every=10, block=BLOCK, gain=0.5)
+    y, engine, _ = live(tmp_path, x, slow)
+    c = engine.counters
+    stalls = slow.calls // 10
+    changes = engine.margin_changes()
+    assert changes and changes[-1][1] == engine.grown <= 8 * BLOCK
+    assert engine.grown >= 2 * BLOCK  # a 3-block stall needs 2 more blocks of margin
+    assert c.misses < stalls / 2  # once grown, the later stalls cost nothing
+    assert engine.latency().margin == engine.grown
+    dry_slope = 0.5 * 2 * np.pi * 200 / RATE
+    assert np.max(np.abs(np.diff(y))) < 1.6 * dry_slope
+    # after the last change: wet, delayed by the grown engine latency (declared = real)
+    d = engine.delay
+    assert d == engine.latency().engine
+    start = int((changes[-1][0] + 0.5) * RATE)
+    wet = 0.5 * np.concatenate([np.zeros(d, np.float32), x])[: len(y)]
+    np.testing.assert_allclose(y[start:], wet[start:], atol=1e-6)

@@ -31,7 +31,6 @@ from realtime.render import render
 
 BLOCK = 256
 SECONDS = 20.0
-DEVICE_LATENCY_S = 0.04  # PortAudio's "low" is 16 ms at 48 kHz: too tight on a loaded 2-core VM
 TAPS = [0.6, 0.3, 0.1]
 
 

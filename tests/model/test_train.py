@@ -18,6 +18,7 @@ import torch
 from model.corpora import Manifest, Source, build_dataset
 from model.degrade import degrade_8k
 from model.losses import BWELoss, LossConfig
+from model.metrics import lsd, snr
 from model.train import align, epoch_batches, main, train_step
 from model.unet import UNetConfig, WaveletUNet
 
@@ -81,6 +82,16 @@ def test_loss_decreases_on_a_fixed_batch() -> None:
     losses = [train_step(net, loss_fn, opt, x, y, grad_clip=1.0)["loss"] for _ in range(30)]
     assert losses[0] == pytest.approx(first)
     assert min(losses[-5:]) < first - 0.15 * abs(first)
+
+
+def test_loss_parts_are_the_metrics() -> None:
+    rng = np.random.default_rng(2)
+    y = torch.from_numpy(np.stack([_voice(rng, 0.5) for _ in range(2)]))[:, None]
+    y_hat = y + 0.02 * torch.randn(y.shape, generator=torch.Generator().manual_seed(0))
+    _, parts = BWELoss(LossConfig(w_snr=1.0, w_lsd=1.0))(y_hat, y)
+    pairs = list(zip(y[:, 0].double().numpy(), y_hat[:, 0].double().numpy(), strict=True))
+    assert parts["lsd"] == pytest.approx(np.mean([lsd(r, e, RATE) for r, e in pairs]), 1e-4)
+    assert parts["snr"] == pytest.approx(np.mean([snr(r, e) for r, e in pairs]), 1e-4)
 
 
 def test_align_delays_the_target() -> None:
