@@ -58,7 +58,8 @@ class E2ESettings:
     settle_s: float = 0.4  # stream running before the recording starts
 
 
-def _exports(text: str) -> dict[str, str]:
+def parse_exports(text: str) -> dict[str, str]:
+    """The ``export NAME=VALUE`` lines of ``scripts/audio-server.sh env`` as a dict."""
     env = {}
     for line in text.splitlines():
         parts = shlex.split(line)
@@ -85,7 +86,7 @@ def audio_server(rate: int) -> Iterator[dict[str, str]]:
         res = _script("start")
         if res.returncode != 0:
             raise BenchError(f"the audio server did not start: {res.stderr.strip()}")
-    env = _exports(res.stdout)
+    env = parse_exports(res.stdout)
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     base = env.get("WAVEHOST_AUDIO_RATE", "48000")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -11,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from bench.e2e import parse_exports
 
 REPO = Path(__file__).resolve().parents[1]
 AUDIO_SERVER_SCRIPT = REPO / "scripts" / "audio-server.sh"
@@ -56,16 +57,6 @@ class AudioServer:
         time.sleep(0.05)
 
 
-def _parse_exports(text: str) -> dict[str, str]:
-    env = {}
-    for line in text.splitlines():
-        parts = shlex.split(line)
-        if len(parts) == 2 and parts[0] == "export" and "=" in parts[1]:
-            key, value = parts[1].split("=", 1)
-            env[key] = value
-    return env
-
-
 @pytest.fixture(scope="session")
 def audio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AudioServer]:
     """Start scripts/audio-server.sh (sinks ``call`` and ``listener``, 48 kHz) in a private
@@ -89,7 +80,7 @@ def audio_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AudioServ
         else:
             os.environ["WAVEHOST_AUDIO_DIR"] = outer
         pytest.fail(f"the audio server did not start: {res.stderr.strip() or res.stdout.strip()}")
-    env = _parse_exports(res.stdout)
+    env = parse_exports(res.stdout)
     saved = {k: os.environ.get(k) for k in env}
     saved["WAVEHOST_AUDIO_DIR"] = outer
     os.environ.update(env)

@@ -79,7 +79,8 @@ class Fir(nn.Module):
 
 
 class Slow:
-    """A gain that sleeps ``factor`` × the block duration every ``every``-th call."""
+    """A gain that sleeps ``factor`` × the block duration every ``every``-th call (counted
+    from the last reset)."""
 
     streaming = True
     channels = 1
@@ -106,7 +107,7 @@ class Slow:
     __call__ = forward
 
     def reset(self) -> None:
-        pass
+        self.calls = 0
 
     def set_parameter(self, name: str, value: float) -> None:
         pass

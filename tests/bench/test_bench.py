@@ -4,11 +4,11 @@ compare-mode ratios, the CUDA refusal, and (live) end-to-end latency = declared 
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
 import torch
+from plugins import Slow
 
 from bench.cli import main as bench_main
 from bench.compare import bootstrap_ratio
@@ -30,39 +30,8 @@ RATE, BLOCK = 16000, 256
 SLEEP_S = 0.002
 
 
-class SleepPlugin:
-    """Identity that sleeps ``seconds`` on every ``every``-th call after a reset."""
-
-    streaming = True
-    channels = 1
-    latency = 0
-    block_multiple = 1
-    parameter_names: list[str] = []
-    parameter_min: list[float] = []
-    parameter_max: list[float] = []
-    parameter_default: list[float] = []
-
-    def __init__(self, seconds: float = SLEEP_S, every: int = 1, rate: int = RATE) -> None:
-        self.sample_rate_in = self.sample_rate_out = rate
-        self.seconds, self.every, self.calls = seconds, every, 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.calls += 1
-        if self.calls % self.every == 0:
-            time.sleep(self.seconds)
-        return x
-
-    __call__ = forward
-
-    def reset(self) -> None:
-        self.calls = 0
-
-    def set_parameter(self, name: str, value: float) -> None:
-        raise KeyError(name)
-
-
 def sleeper(seconds: float = SLEEP_S, every: int = 1) -> LoadedPlugin:
-    module = SleepPlugin(seconds, every)
+    module = Slow(RATE, factor=seconds * RATE / BLOCK, every=every, block=BLOCK)
     return LoadedPlugin(module, PluginInfo.read(module, "sleep"))
 
 
