@@ -43,7 +43,7 @@ from tqdm import tqdm
 
 from model import baselines, metrics
 from model.corpora import Manifest, SegmentDataset
-from model.degrade import RATE_NARROW, RATE_WIDE, degrade_8k
+from model.degrade import RATE_NARROW, RATE_WIDE, DegradedPairs, degrade_8k
 from model.losses import BWELoss, LossConfig
 from model.unet import UNetConfig, WaveletUNet
 
@@ -100,7 +100,7 @@ class TrainConfig:
 # ----------------------------------------------------------------------------------------- data
 
 
-class TrainPairs(Dataset):
+class TrainPairs(DegradedPairs):
     """Training pairs ``(narrow (1, length / 2), wide (1, length))`` from 16 kHz ``(1, T)`` items.
 
     Example ``i`` in epoch ``e`` draws, from seed ``(seed, e, i)``, a crop starting at an even
@@ -113,16 +113,9 @@ class TrainPairs(Dataset):
     def __init__(
         self, wide: Dataset, length: int, seed: int, multiple: int = 2, margin: int = 512
     ) -> None:
-        self.wide, self.length, self.seed, self.multiple = wide, length, seed, multiple
+        super().__init__(wide, seed)
+        self.length, self.multiple = length, multiple
         self.margin = margin - margin % 2
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose crops and degradations :meth:`__getitem__` draws."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.wide)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.wide[index]
@@ -132,7 +125,7 @@ class TrainPairs(Dataset):
         length -= length % self.multiple
         start = 2 * int(rng.integers(0, (n - length) // 2 + 1))
         lo, hi = max(0, start - self.margin), min(n, start + length + self.margin)
-        x = degrade_8k(y[None, :, lo:hi], rng)[0]
+        x = degrade_8k(y[None, :, lo:hi], rng, self.config)[0]
         off = (start - lo) // 2
         return x[..., off : off + length // 2].contiguous(), y[..., start : start + length]
 
