@@ -7,7 +7,6 @@ one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import signal
@@ -21,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime.contract import PluginError
+from realtime.rt import go_realtime
 
 COMMAND_GROUP = "wavehost.commands"
 DEFAULT_PLUGIN = "bwe-8k-16k"
@@ -271,7 +271,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.rt_priority > 0:
         # threads inherit their creator's policy: the backend's own threads (PortAudio's,
         # libpulse's mainloop that feeds the server) are created while opening the stream
-        _try_realtime(args.rt_priority)
+        go_realtime(args.rt_priority)  # best effort: each thread reports its own outcome
         os.environ["WAVEHOST_RT_PRIORITY"] = str(min(99, args.rt_priority + 5))
     latency: float | str = args.latency
     if isinstance(latency, str) and latency not in ("low", "high"):
@@ -338,12 +338,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         return EXIT_STREAM_FAILED
     return _report_faults(chain.health, engine.counters.nonfinite_input)
-
-
-def _try_realtime(priority: int) -> None:
-    """Put the calling thread under SCHED_FIFO ``priority`` if allowed (silently not, else)."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
 
 
 def _device(value: str | None) -> str | int | None:

@@ -35,6 +35,7 @@ from realtime import kernels
 from realtime.latency import LatencyReport
 from realtime.processor import Processor
 from realtime.ring import Ring
+from realtime.rt import go_realtime
 from realtime.stats import BlockTimer
 
 MODES = ("threaded", "inline")
@@ -247,11 +248,12 @@ class Engine:
 
     def _work(self) -> None:
         if self.rt_priority > 0:
-            try:
-                os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_priority))
-                self.worker_rt = f"SCHED_FIFO {self.rt_priority}"
-            except (AttributeError, OSError) as exc:
-                self.worker_rt = f"normal scheduling (no real-time priority: {exc})"
+            why = go_realtime(self.rt_priority)
+            self.worker_rt = (
+                f"SCHED_FIFO {self.rt_priority}"
+                if why is None
+                else f"normal scheduling (no real-time priority: {why})"
+            )
         b = self.block
         buf = self._work_in
         while self._running:

@@ -34,6 +34,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from realtime.rt import go_realtime
+
 Callback = Callable[[np.ndarray, np.ndarray, int], None]
 """``callback(indata, outdata, status)``: see the module docstring."""
 
@@ -179,11 +181,11 @@ class CallbackGuard:
 
     def _go_realtime(self) -> None:
         """Put the calling (audio) thread under SCHED_FIFO; once, on the first block."""
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(self.rt_request))
+        why = go_realtime(self.rt_request)
+        if why is None:
             self.rt_priority = self.rt_request
-        except (AttributeError, OSError, ValueError) as exc:
-            self.rt_error = f"no real-time priority for the audio thread: {exc}"
+        else:
+            self.rt_error = f"no real-time priority for the audio thread: {why}"
 
     def callback_rate(self) -> float:
         """Mean callbacks per second between the first and the last callback (0 if < 2)."""
