@@ -45,9 +45,9 @@ from model.baselines import BASELINES
 from model.corpora import AUDIO_SUFFIXES, CorpusError, Manifest, SegmentDataset
 from model.degrade import RATE_NARROW, RATE_WIDE, degrade_8k, mp3_roundtrip
 from model.metrics import all_metrics, mean_over_files, power_spectrogram
+from realtime.chain import Chain
 from realtime.contract import PluginError
 from realtime.loader import LoadedPlugin, load_plugin
-from realtime.ola import OverlapAdd
 
 METRICS = ("lsd", "lsd_hf", "snr", "si_sdr")
 CONVENTION = (
@@ -136,31 +136,31 @@ def _degrade(
 
 def run_offline(plugin: LoadedPlugin, x: np.ndarray) -> np.ndarray:
     """Run ``plugin`` on ``x`` (channels, time) at its input rate; return (channels,
-    time·ratio) at its output rate with the declared latency removed (pad at the end, crop)."""
+    time·ratio) at its output rate with the declared latency removed (pad at the end, crop).
+    The host's own :class:`~realtime.chain.Chain` runs it, streaming or through overlap-add."""
     info = plugin.info
+    chain = Chain([plugin])
+    chain.reset()
     ratio = info.ratio
     n_out = int(x.shape[-1] * ratio)
-    if info.streaming:
-        step, unit, latency = plugin.process, info.block_multiple, info.latency
-        plugin.reset()
-    else:
-        ola = OverlapAdd(plugin, info)
-        step, unit, latency = ola.step, info.hop, ola.latency
+    unit, latency = chain.block, chain.latency
     need_in = x.shape[-1] + math.ceil(latency / ratio)
     padded_len = -(-need_in // unit) * unit
-    xt = torch.from_numpy(np.pad(x, ((0, 0), (0, padded_len - x.shape[-1]))).astype(np.float32))
+    frames = np.pad(x, ((0, 0), (0, padded_len - x.shape[-1]))).T.astype(np.float32)
     chunk = max(unit, (info.sample_rate_in // unit) * unit)
-    with torch.no_grad():
-        # clone: a plugin may hand back a view of a buffer that its next call overwrites
-        outs = [
-            step(xt[None, :, i : i + chunk].contiguous())[0].clone()
+    # copy: each step's output is a view valid until the next step
+    out = np.concatenate(
+        [
+            chain.step(np.ascontiguousarray(frames[i : i + chunk])).copy()
             for i in range(0, padded_len, chunk)
         ]
-        out = torch.cat(outs, dim=-1)
-    y = out[:, latency : latency + n_out].numpy()
-    if not np.isfinite(y).all():
+    )
+    health = chain.health[0]
+    if health.bypassed:
+        raise EvalError(health.error)
+    if health.nonfinite_blocks:
         raise EvalError(f"plugin {info.name} produced NaN or Inf values")
-    return y
+    return np.ascontiguousarray(out[latency : latency + n_out].T)
 
 
 def _file_metrics(ref: np.ndarray, est: np.ndarray, rate: int, rate_in: int) -> dict[str, float]:
