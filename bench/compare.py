@@ -249,18 +249,13 @@ def _result(
 
 def compare_markdown(r: dict[str, Any]) -> str:
     """A small table: A and B distributions and the B/A ratios with their CI."""
-    from bench.report import load_line, machine_line
+    from bench.report import header
 
     s = r["settings"]
     a, b, q = r["a_ms"], r["b_ms"], r["b_over_a"]
     what = "Processor.process per device block" if s["what"] == "path" else "plugin process"
     lines = [
-        "# wavehost bench compare",
-        "",
-        machine_line(r["machine"]),
-        "",
-        load_line(r["load"]),
-        "",
+        *header("compare", r),
         f"A = `{s['a']}`, B = `{s['b']}`"
         + (f", plugin `{s['plugin']}`" if s["plugin"] else "")
         + f"; {what}, {s['rate']} Hz, block {s['block']}, {s['count']} interleaved blocks each; "

@@ -61,17 +61,24 @@ def _f(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def latency_markdown(report: dict[str, Any]) -> str:
-    """The latency table: one line per plugin × rate × block × threads."""
-    s = report["settings"]
-    modes = s["modes"]
-    lines = [
-        "# wavehost bench latency",
+def header(command: str, report: dict[str, Any]) -> list[str]:
+    """The first lines of every report: title, machine, background load."""
+    return [
+        f"# wavehost bench {command}",
         "",
         machine_line(report["machine"]),
         "",
         load_line(report["load"]),
         "",
+    ]
+
+
+def latency_markdown(report: dict[str, Any]) -> str:
+    """The latency table: one line per plugin × rate × block × threads."""
+    s = report["settings"]
+    modes = s["modes"]
+    lines = [
+        *header("latency", report),
         f"{s['count']} timed blocks per cell after {s['warmup']} warm-up blocks; live engine "
         f"runs of ≥ {s['live_seconds']} s per mode. Times in ms unless marked. `plugin`: the "
         "plugin's `process` alone; `path`: `Processor.process` for one device block (host + "
@@ -201,12 +208,7 @@ def e2e_markdown(report: dict[str, Any]) -> str:
     """The end-to-end table: per backend, measured against declared latency."""
     s = report["settings"]
     lines = [
-        "# wavehost bench e2e",
-        "",
-        machine_line(report["machine"]),
-        "",
-        load_line(report["load"]),
-        "",
+        *header("e2e", report),
         f"{s['rate']} Hz, device block {s['block']}, plugin `{s['plugin']}`, engine "
         f"{s['mode']}. A click train is played into sink `call` by `pw-play`; one `pw-record` "
         "stream records `call`'s monitor (the reference) and `listener`'s monitor on two "
