@@ -5,15 +5,21 @@ Sources are folders of audio files (the Debian packages of notes/corpora.md, unp
 file, in order:
 
 1. decode with soundfile (a file that fails is counted ``unreadable`` and skipped);
-2. ``rate``: drop files whose sample rate is below the target rate (they cannot be targets);
+2. ``rate``: drop files whose sample rate is below ``min_rate`` (default: the target rate; 44.1 kHz
+   files may be accepted for 48 kHz targets, their top 2 kHz then stays empty);
 3. ``band``: mix to mono and measure the bandwidth — the highest frequency whose long-term level
    (Welch mean of Hann-windowed power spectra, smoothed over ~200 Hz) is within 60 dB of the peak
    level in 0.2–4 kHz — and drop files below ``min_band_hz`` (e.g. 7.5 kHz for 16 kHz targets);
 4. ``silent``: trim leading and trailing silence (20 ms frames 40 dB below the loudest) and drop
    files with less than 0.25 s left;
-5. resample to ``rate`` with soxr (VHQ), fade the ends (5 ms), concatenate the files of one group
-   (a speaker / language / level folder) and cut them into segments of ``segment_s`` seconds
-   (a tail of at least half a segment is zero-padded, a shorter one dropped).
+5. keep at most ``max_file_s`` seconds from the middle of the file (long music tracks would
+   otherwise fill the set with a few pieces), resample to ``rate`` with soxr (VHQ), fade the ends
+   (5 ms), concatenate the files of one group (a speaker / language / level folder) and cut them
+   into segments of ``segment_s`` seconds (a tail of at least half a segment is zero-padded, a
+   shorter one dropped).
+
+``channels``: 1 mixes every file to mono; 2 keeps stereo (a mono file on both channels, files
+with more channels keep their first two).
 
 The train/validation split is by group (the first folder below the source root: a klettres
 language folder, a fillets-ng level folder), never by segment; a source with a single group is
@@ -26,6 +32,7 @@ On-disk format (``out_dir``):
 
     {"format": "wavehost-segments/1", "rate": 16000, "segment_samples": 32000,
      "segment_s": 2.0, "min_band_hz": 7500.0, "val_fraction": 0.1, "seed": 0,
+     "channels": 1, "min_rate": 16000, "max_file_s": null,
      "sources": [{"name", "root", "pattern", "licence"}],
      "splits": {"train": {"shards": [{"file": "train-000.npy", "segments": 1024}],
                           "segments": N, "seconds": S, "groups": ["source/group", ...]},
@@ -36,11 +43,16 @@ On-disk format (``out_dir``):
 
   ``seconds`` in ``filters`` are the files' durations before trimming; ``status`` is ``kept`` or
   the name of the filter that dropped the file.
-- ``{split}-{k:03d}.npy``: float32 arrays of shape ``(segments, segment_samples)``, mono at
-  ``rate`` Hz; read them with :class:`SegmentDataset` (memory-mapped).
+  (``channels``, ``min_rate`` and ``max_file_s`` are absent from sets built before they existed:
+  1, ``rate`` and no cap.)
+- ``{split}-{k:03d}.npy``: float32 arrays of shape ``(segments, segment_samples)`` (mono) or
+  ``(segments, channels, segment_samples)`` at ``rate`` Hz; read them with
+  :class:`SegmentDataset` (memory-mapped), which gives ``(channels, segment_samples)`` either way.
 
 Command line: ``python -m model.corpora --speech`` builds the 8 → 16 kHz speech set into
-``$WAVEHOST_CACHE/datasets/speech16k`` (default cache ``~/.cache/wavehost``).
+``$WAVEHOST_CACHE/datasets/speech16k`` (default cache ``~/.cache/wavehost``);
+``python -m model.corpora --music --speech --rate 48000 --channels 2 --min-rate 44100 ...``
+the 48 kHz stereo set of issue 6 (see ``scripts/train-48k.sh``).
 """
 
 from __future__ import annotations
@@ -188,18 +200,30 @@ def measure_bandwidth(x: np.ndarray, rate: int, floor_db: float = BAND_FLOOR_DB)
 
 
 def _trim(x: np.ndarray, rate: int) -> np.ndarray:
+    """``x`` (time, channels) without its silent head and tail (20 ms frames, −40 dB)."""
     hop = max(1, rate // 50)
     n = len(x) // hop
     if n == 0:
         return x[:0]
-    level = 10 * np.log10(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-12)
+    power = np.mean(x[: n * hop] ** 2, axis=1)
+    level = 10 * np.log10(np.mean(power.reshape(n, hop), axis=1) + 1e-12)
     loud = np.nonzero(level > level.max() - 40.0)[0]
     return x[loud[0] * hop : (loud[-1] + 1) * hop]
 
 
+def _middle(x: np.ndarray, rate: int, max_s: float | None) -> np.ndarray:
+    """At most ``max_s`` seconds from the middle of ``x`` (time, channels)."""
+    if max_s is None or len(x) <= max_s * rate:
+        return x
+    n = int(max_s * rate)
+    start = (len(x) - n) // 2
+    return x[start : start + n]
+
+
 def _fade(x: np.ndarray, rate: int) -> np.ndarray:
+    """``x`` (time, channels) with 5 ms linear fades at both ends."""
     n = min(len(x) // 2, int(0.005 * rate))
-    ramp = np.linspace(0.0, 1.0, n, endpoint=False)
+    ramp = np.linspace(0.0, 1.0, n, endpoint=False)[:, None]
     x = x.copy()
     x[:n] *= ramp
     x[len(x) - n :] *= ramp[::-1]
@@ -234,6 +258,16 @@ class Manifest:
         """Samples per segment."""
         return int(self.data["segment_samples"])
 
+    @property
+    def channels(self) -> int:
+        """Channels per segment (1 for sets built before stereo existed)."""
+        return int(self.data.get("channels", 1))
+
+    def shard_shape(self, count: int) -> tuple[int, ...]:
+        """The array shape of a shard holding ``count`` segments."""
+        seg = self.segment_samples
+        return (count, seg) if self.channels == 1 else (count, self.channels, seg)
+
     def shards(self, split: str) -> list[tuple[Path, int]]:
         """``(npy path, segment count)`` of each shard of ``split`` ("train" or "val")."""
         if split not in self.data["splits"]:
@@ -247,7 +281,8 @@ class Manifest:
     def summary(self) -> str:
         """A markdown table of how much audio each filter kept, per source, and the split."""
         lines = [
-            f"dataset {self.dir}: {self.rate} Hz, {self.data['segment_s']} s segments, "
+            f"dataset {self.dir}: {self.rate} Hz, {self.channels} channel(s), "
+            f"{self.data['segment_s']} s segments, "
             f"band >= {self.data['min_band_hz']:.0f} Hz (within {BAND_FLOOR_DB:.0f} dB of the "
             f"0.2-4 kHz peak)",
             "",
@@ -267,8 +302,8 @@ class Manifest:
 
 
 class _ShardWriter:
-    def __init__(self, out_dir: Path, split: str, seg: int) -> None:
-        self.out_dir, self.split, self.seg = out_dir, split, seg
+    def __init__(self, out_dir: Path, split: str) -> None:
+        self.out_dir, self.split = out_dir, split
         self.pending: list[np.ndarray] = []
         self.shards: list[dict[str, Any]] = []
         self.count = 0
@@ -322,9 +357,13 @@ def _plan(source: Source, val_fraction: float, seed: int) -> list[tuple[Path, st
     return sorted(plan, key=lambda p: (p[1], str(p[0])))
 
 
-def _read_mono(path: Path) -> tuple[np.ndarray, int]:
+def _read(path: Path, channels: int) -> tuple[np.ndarray, int]:
+    """``(audio (time, channels), rate)``: mono mix for 1 channel, else the first two channels
+    (a mono file duplicated)."""
     x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    return x.mean(axis=1), int(sr)
+    if channels == 1:
+        return x.mean(axis=1, keepdims=True), int(sr)
+    return x[:, [0, min(1, x.shape[1] - 1)]], int(sr)
 
 
 def _group_runs(plan: list[tuple[Path, str, str]]) -> Iterator[list[tuple[Path, str, str]]]:
@@ -347,15 +386,23 @@ def build_dataset(
     min_band_hz: float = 7500.0,
     val_fraction: float = 0.1,
     seed: int = 0,
+    channels: int = 1,
+    min_rate: int | None = None,
+    max_file_s: float | None = None,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Manifest:
     """Build (once) the segmented dataset of ``sources`` in ``out_dir`` and return its manifest.
 
     ``rate``: target rate, Hz; ``segment_s``: segment length, s; ``min_band_hz``: the measured
-    bandwidth a file needs to be a target, Hz. An existing dataset with the same settings is
-    returned as is; one with other settings needs ``overwrite``. Raises :class:`CorpusError`.
+    bandwidth a file needs to be a target, Hz; ``channels``: 1 (mono mix) or 2 (stereo);
+    ``min_rate``: the lowest file rate accepted, Hz (default ``rate``); ``max_file_s``: seconds
+    kept per file (from its middle; ``None``: all). An existing dataset with the same settings
+    is returned as is; one with other settings needs ``overwrite``. Raises :class:`CorpusError`.
     """
+    if channels not in (1, 2):
+        raise CorpusError(f"channels must be 1 or 2, not {channels}")
+    min_rate = rate if min_rate is None else min_rate
     out = Path(out_dir)
     srcs = [s if isinstance(s, Source) else Source(Path(s).name, Path(s)) for s in sources]
     if not srcs:
@@ -367,6 +414,9 @@ def build_dataset(
         "min_band_hz": float(min_band_hz),
         "val_fraction": val_fraction,
         "seed": seed,
+        "channels": channels,
+        "min_rate": min_rate,
+        "max_file_s": max_file_s,
         "sources": [
             {"name": s.name, "root": str(s.root), "pattern": s.pattern, "licence": s.licence}
             for s in srcs
@@ -374,7 +424,8 @@ def build_dataset(
     }
     if (out / "manifest.json").is_file() and not overwrite:
         manifest = Manifest.load(out)
-        if all(manifest.data.get(k) == v for k, v in settings.items()):
+        old = {"channels": 1, "min_rate": manifest.rate, "max_file_s": None, **manifest.data}
+        if all(old.get(k) == v for k, v in settings.items()):
             return manifest
         raise CorpusError(
             f"{out} holds a dataset built with other settings (rebuild with overwrite)"
@@ -388,7 +439,7 @@ def build_dataset(
     for old in out.glob("*-[0-9][0-9][0-9].npy"):
         old.unlink()
     seg = settings["segment_samples"]
-    writers = {split: _ShardWriter(out, split, seg) for split in ("train", "val")}
+    writers = {split: _ShardWriter(out, split) for split in ("train", "val")}
     filters: dict[str, dict[str, dict[str, float]]] = {}
     files: list[dict[str, Any]] = []
     groups: dict[str, set[str]] = {"train": set(), "val": set()}
@@ -419,7 +470,7 @@ def build_dataset(
                 }
                 files.append(entry)
                 try:
-                    x, sr = _read_mono(path)
+                    x, sr = _read(path, channels)
                 except (sf.LibsndfileError, RuntimeError, ValueError):
                     count("found", 0.0)
                     count("unreadable", 0.0)
@@ -429,11 +480,11 @@ def build_dataset(
                 entry.update(rate=sr, seconds=round(seconds, 3))
                 count("found", seconds)
                 rates.add(sr)
-                if sr < rate:
+                if sr < min_rate:
                     count("rate", seconds)
                     entry["status"] = "rate"
                     continue
-                band = measure_bandwidth(x, sr)
+                band = measure_bandwidth(x.mean(axis=1), sr)
                 entry["band_hz"] = round(band, 1)
                 if band < min_band_hz:
                     count("band", seconds)
@@ -444,6 +495,7 @@ def build_dataset(
                     count("silent", seconds)
                     entry["status"] = "silent"
                     continue
+                voiced = _middle(voiced, sr, max_file_s)
                 y = soxr.resample(voiced, sr, rate, quality="VHQ") if sr != rate else voiced
                 pieces.append(_fade(y.astype(np.float32), rate))
                 count("kept", seconds)
@@ -453,11 +505,12 @@ def build_dataset(
             stream = np.concatenate(pieces)
             n = len(stream) // seg
             if len(stream) - n * seg >= seg // 2:
-                stream = np.pad(stream, (0, (n + 1) * seg - len(stream)))
+                stream = np.pad(stream, ((0, (n + 1) * seg - len(stream)), (0, 0)))
                 n += 1
             if n:
                 split = run[0][2]
-                writers[split].add(stream[: n * seg].reshape(n, seg))
+                segments = stream[: n * seg].reshape(n, seg, channels).transpose(0, 2, 1)
+                writers[split].add(segments[:, 0] if channels == 1 else segments)
                 groups[split].add(f"{source.name}/{run[0][1]}")
     bar.close()
     for w in writers.values():
@@ -471,7 +524,7 @@ def build_dataset(
         for s in filters.values()
     ):
         raise CorpusError(
-            f"no file at {rate} Hz or more (found {', '.join(map(str, sorted(rates)))} Hz): "
+            f"no file at {min_rate} Hz or more (found {', '.join(map(str, sorted(rates)))} Hz): "
             f"cannot make {rate} Hz targets"
         )
     if writers["train"].count + writers["val"].count == 0:
@@ -500,7 +553,8 @@ def build_dataset(
 
 
 class SegmentDataset(torch.utils.data.Dataset):
-    """Segments of one split as float32 tensors ``(1, segment_samples)`` at ``manifest.rate`` Hz.
+    """Segments of one split as float32 tensors ``(channels, segment_samples)`` at
+    ``manifest.rate`` Hz.
 
     Shards are memory-mapped lazily (each DataLoader worker maps its own).
     """
@@ -522,7 +576,8 @@ class SegmentDataset(torch.utils.data.Dataset):
         if shard not in self._maps:
             self._maps[shard] = np.load(self._shards[shard][0], mmap_mode="r")
         start = int(self._ends[shard - 1]) if shard else 0
-        return torch.from_numpy(np.array(self._maps[shard][index - start]))[None]
+        seg = torch.from_numpy(np.array(self._maps[shard][index - start]))
+        return seg[None] if seg.dim() == 1 else seg
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -537,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--min-band", type=float, help="bandwidth a target needs, Hz (default 0.47 * rate)"
     )
+    p.add_argument("--channels", type=int, choices=(1, 2), default=1, help="1 mono, 2 stereo")
+    p.add_argument("--min-rate", type=int, help="lowest file rate accepted, Hz (default --rate)")
+    p.add_argument("--max-file", type=float, help="seconds kept per file, from its middle")
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
@@ -548,8 +606,9 @@ def main(argv: list[str] | None = None) -> int:
         sources += music_sources()
     if not sources:
         p.error("give --speech, --music or source folders")
-    kind = "speech" if args.speech and not args.music else "music" if args.music else "custom"
-    out = args.out or cache_root() / "datasets" / f"{kind}{args.rate // 1000}k"
+    kind = "-".join(k for k in ("music", "speech") if getattr(args, k)) or "custom"
+    stereo = "-stereo" if args.channels == 2 else ""
+    out = args.out or cache_root() / "datasets" / f"{kind}{args.rate // 1000}k{stereo}"
     min_band = args.min_band if args.min_band is not None else round(0.46875 * args.rate)
     try:
         manifest = build_dataset(
@@ -560,6 +619,9 @@ def main(argv: list[str] | None = None) -> int:
             min_band_hz=min_band,
             val_fraction=args.val_fraction,
             seed=args.seed,
+            channels=args.channels,
+            min_rate=args.min_rate,
+            max_file_s=args.max_file,
             overwrite=args.overwrite,
         )
     except CorpusError as e:

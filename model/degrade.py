@@ -1,17 +1,20 @@
-"""On-the-fly degradations: 16 kHz wideband → 8 kHz narrowband, and real MP3 coding.
+"""On-the-fly degradations: band limitation (wideband → narrowband) and real MP3 coding.
 
-8 → 16 kHz training pairs (:func:`degrade_8k`): for each example, one anti-aliasing low-pass drawn
-at random from several designs (windowed-sinc FIR with Hann / Hamming / Blackman / Kaiser windows
-and 32–256 taps; Butterworth order 4–12; Chebyshev type I order 4–10 with 0.05–1 dB ripple), a
-cut-off uniform in 3.4–4 kHz, decimation by 2, then optionally a telephone band-pass (300–3400 Hz)
-and optionally G.711-style μ-law companding (μ = 255, 8 bits). Every filter is applied with zero
-phase (its magnitude response, in the DFT domain over a zero-padded signal) so the narrowband
-input stays sample-aligned with the target: output sample ``k`` is input sample ``2k``. All the
-random choices come from a seeded :class:`numpy.random.Generator`, so a seed fixes the batch.
+Band limitation (:func:`degrade_band`, e.g. 16 → 8 kHz with :data:`BAND_8K`, 48 → 16 kHz with
+:data:`BAND_16K`): for each example, one anti-aliasing low-pass drawn at random from several
+designs (windowed-sinc FIR with Hann / Hamming / Blackman / Kaiser windows and 32–256 taps;
+Butterworth order 4–12; Chebyshev type I order 4–10 with 0.05–1 dB ripple), a cut-off uniform in
+the config's range (3.4–4 kHz for 8 kHz outputs), decimation by the config's factor, then
+optionally a telephone band-pass (300–3400 Hz) and optionally G.711-style μ-law companding
+(μ = 255, 8 bits). Every filter is applied with zero phase (its magnitude response, in the DFT
+domain over a zero-padded signal) so the narrowband input stays sample-aligned with the target:
+output sample ``k`` is input sample ``factor * k``. All the random choices come from a seeded
+:class:`numpy.random.Generator`, so a seed fixes the batch.
 
-MP3 (:func:`mp3_roundtrip`): LAME (lameenc) CBR encoding at a given bitrate, decoding with
-soundfile, and removal of the encoder + decoder delay (:data:`MP3_DELAY` samples) so the decoded
-signal lines up with the input sample for sample.
+MP3 (:func:`mp3_roundtrip`, :func:`degrade_mp3`): LAME (lameenc) CBR encoding at a given (or
+random) bitrate, joint stereo for two channels (LAME's default mode), decoding with soundfile,
+and removal of the encoder + decoder delay (:data:`MP3_DELAY` samples) so the decoded signal
+lines up with the input sample for sample.
 """
 
 from __future__ import annotations
@@ -28,17 +31,36 @@ RATE_WIDE = 16000
 RATE_NARROW = 8000
 FILTER_KINDS = ("fir_hann", "fir_hamming", "fir_blackman", "fir_kaiser", "butter", "cheby1")
 MU = 255.0
-_PAD = 1024  # zero padding on each side before the DFT-domain filter, samples at 16 kHz
+_PAD_S = 0.064  # zero padding on each side before the DFT-domain filter, seconds
+MP3_KBPS = (64, 80, 96, 112, 128, 160, 192)  # LAME's CBR bitrates in the range of issue 6
 
 
 @dataclass(frozen=True)
 class DegradeConfig:
-    """Ranges of the random 16 → 8 kHz degradation (frequencies in Hz, probabilities in 0–1)."""
+    """Ranges of a random band-limiting degradation (frequencies in Hz, probabilities in 0–1).
+
+    ``rate``: the wideband rate (Hz); ``factor``: the decimation (narrowband rate = rate / factor).
+    The defaults are the 16 → 8 kHz telephone case (:data:`BAND_8K`).
+    """
 
     cutoff_hz: tuple[float, float] = (3400.0, 4000.0)
     kinds: tuple[str, ...] = FILTER_KINDS
     telephone_p: float = 0.25
     mulaw_p: float = 0.25
+    rate: int = RATE_WIDE
+    factor: int = 2
+
+    @property
+    def rate_narrow(self) -> int:
+        """The narrowband output rate, Hz."""
+        return self.rate // self.factor
+
+
+BAND_8K = DegradeConfig()
+# 48 -> 16 kHz: a wideband call or a 16 kHz stream, no telephone band, no companding
+BAND_16K = DegradeConfig(
+    cutoff_hz=(7000.0, 8000.0), telephone_p=0.0, mulaw_p=0.0, rate=48000, factor=3
+)
 
 
 @dataclass(frozen=True)
@@ -55,9 +77,7 @@ class DegradeParams:
     mulaw: bool = False
 
 
-def sample_params(
-    rng: np.random.Generator, config: DegradeConfig = DegradeConfig()
-) -> DegradeParams:
+def sample_params(rng: np.random.Generator, config: DegradeConfig = BAND_8K) -> DegradeParams:
     """Draw one example's degradation from ``config``."""
     kind = str(rng.choice(config.kinds))
     cutoff = float(rng.uniform(*config.cutoff_hz))
@@ -156,66 +176,49 @@ def mulaw_decode(code: torch.Tensor) -> torch.Tensor:
     return torch.sign(y) * torch.expm1(y.abs() * math.log1p(MU)) / MU
 
 
-def apply_params(x: torch.Tensor, params: list[DegradeParams]) -> torch.Tensor:
-    """Degrade ``x`` (batch, 1, time) at 16 kHz with one :class:`DegradeParams` per example.
+def apply_params(
+    x: torch.Tensor, params: list[DegradeParams], rate: int = RATE_WIDE, factor: int = 2
+) -> torch.Tensor:
+    """Degrade ``x`` (batch, channels, time) at ``rate`` Hz with one :class:`DegradeParams` per
+    example (the same on all its channels).
 
-    Returns (batch, 1, time // 2) float32 at 8 kHz; sample ``k`` lines up with input sample ``2k``.
+    Returns (batch, channels, time // factor) float32 at ``rate / factor`` Hz; sample ``k`` lines
+    up with input sample ``factor * k``.
     """
-    if x.ndim != 3 or x.shape[1] != 1:
-        raise ValueError(f"expected (batch, 1, time), got {tuple(x.shape)}")
+    if x.ndim != 3:
+        raise ValueError(f"expected (batch, channels, time), got {tuple(x.shape)}")
     if len(params) != x.shape[0]:
         raise ValueError(f"{len(params)} parameter sets for a batch of {x.shape[0]}")
     t = x.shape[-1]
-    n_fft = t + 2 * _PAD
-    mags = torch.from_numpy(np.stack([response(p, n_fft) for p in params])).to(torch.float32)
-    spec = torch.fft.rfft(torch.nn.functional.pad(x.detach().float().cpu(), (_PAD, _PAD)), n=n_fft)
-    y = torch.fft.irfft(spec * mags[:, None, :], n=n_fft)[..., _PAD : _PAD + t]
-    y = y[..., 0 : 2 * (t // 2) : 2].contiguous()
+    pad = round(_PAD_S * rate)
+    n_fft = t + 2 * pad
+    mags = torch.from_numpy(np.stack([response(p, n_fft, rate) for p in params])).float()
+    spec = torch.fft.rfft(torch.nn.functional.pad(x.detach().float().cpu(), (pad, pad)), n=n_fft)
+    y = torch.fft.irfft(spec * mags[:, None, :], n=n_fft)[..., pad : pad + t]
+    y = y[..., 0 : factor * (t // factor) : factor].contiguous()
     use_mulaw = torch.tensor([p.mulaw for p in params])
     if use_mulaw.any():
         y[use_mulaw] = mulaw_decode(mulaw_encode(y[use_mulaw]))
     return y.to(x.device)
 
 
-def degrade_8k(
+def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def degrade_band(
     x: torch.Tensor,
     rng: np.random.Generator | int | None = None,
-    config: DegradeConfig = DegradeConfig(),
+    config: DegradeConfig = BAND_8K,
 ) -> torch.Tensor:
-    """Random narrowband version of a 16 kHz batch: (batch, 1, time) → (batch, 1, time // 2).
+    """Random narrowband version of a batch at ``config.rate``: (batch, channels, time) →
+    (batch, channels, time // config.factor).
 
     ``rng``: a generator (advanced in place) or a seed; the same seed gives the same output.
     """
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    return apply_params(x, [sample_params(gen, config) for _ in range(x.shape[0])])
-
-
-class DegradedPairs(torch.utils.data.Dataset):
-    """``(narrowband (1, T/2), wideband (1, T))`` pairs from a dataset of 16 kHz ``(1, T)`` items.
-
-    Example ``i`` in epoch ``e`` is degraded with seed ``(seed, e, i)``: reproducible, and new
-    draws each epoch after :meth:`set_epoch`. Works with DataLoader workers.
-    """
-
-    def __init__(
-        self, wide: torch.utils.data.Dataset, seed: int = 0, config: DegradeConfig = DegradeConfig()
-    ) -> None:
-        self.wide = wide
-        self.seed = seed
-        self.config = config
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random degradations :meth:`__getitem__` draws."""
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.wide)  # type: ignore[arg-type]
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        y = self.wide[index]
-        rng = np.random.default_rng((self.seed, self.epoch, index))
-        return degrade_8k(y[None], rng, self.config)[0], y
+    gen = _generator(rng)
+    params = [sample_params(gen, config) for _ in range(x.shape[0])]
+    return apply_params(x, params, config.rate, config.factor)
 
 
 # LAME's encoder delay (576 + 529 samples) as soundfile's mpg123 decoder leaves it, at any rate
@@ -245,3 +248,17 @@ def mp3_roundtrip(x: np.ndarray, rate: int, kbps: int, quality: int = 2) -> np.n
     y = y[MP3_DELAY : MP3_DELAY + len(x)]
     y = np.pad(y, ((0, len(x) - len(y)), (0, 0)))
     return y[:, 0] if x.ndim == 1 else y
+
+
+def degrade_mp3(
+    x: torch.Tensor,
+    rng: np.random.Generator | int | None = None,
+    rate: int = 48000,
+    kbps: tuple[int, ...] = MP3_KBPS,
+) -> torch.Tensor:
+    """MP3-coded version of a batch (batch, channels, time) at ``rate`` Hz, same shape and
+    sample-aligned: each example coded at a bitrate drawn from ``kbps`` (joint stereo for two
+    channels)."""
+    gen = _generator(rng)
+    out = [mp3_roundtrip(ex.T.numpy(), rate, int(gen.choice(kbps))).T for ex in x.detach().cpu()]
+    return torch.from_numpy(np.ascontiguousarray(np.stack(out))).to(x.device)

@@ -10,8 +10,9 @@ The narrowband inputs are made by a fixed degradation of each reference:
 
 - ``soxr`` (default): soxr VHQ resampling from the output rate to the plugin's input rate (as the
   baselines of notes/metrics.md were measured);
-- ``mix``: the random training degradation of :func:`model.degrade.degrade_8k` (8 → 16 kHz only),
-  file ``i`` seeded with ``(seed, i)``;
+- ``mix``: the random training degradation of the :mod:`model.tasks` task with the plugin's rates
+  (8 → 16 kHz, 16 → 48 kHz, or MP3 at random bitrates for 48 → 48 kHz), file ``i`` seeded with
+  ``(seed, i)``;
 - ``mp3:KBPS``: LAME CBR MP3 at ``KBPS`` kb/s, decoded and delay-aligned (plugins whose input and
   output rates are equal); the decoded MP3 itself is then the baseline.
 
@@ -43,8 +44,9 @@ from tqdm import tqdm
 
 from model.baselines import BASELINES
 from model.corpora import AUDIO_SUFFIXES, CorpusError, Manifest, SegmentDataset
-from model.degrade import RATE_NARROW, RATE_WIDE, degrade_8k, mp3_roundtrip
+from model.degrade import mp3_roundtrip
 from model.metrics import all_metrics, mean_over_files, power_spectrogram
+from model.tasks import TASKS
 from realtime.chain import Chain
 from realtime.contract import PluginError
 from realtime.loader import LoadedPlugin, load_plugin
@@ -75,10 +77,12 @@ def _references(data: Path, rate: int, limit: int | None) -> list[tuple[str, np.
             raise EvalError(
                 f"dataset {data} is at {manifest.rate} Hz, the plugin outputs {rate} Hz"
             )
-        n = len(segments) if limit is None else min(limit, len(segments))
-        if n == 0:
+        if len(segments) == 0:
             raise EvalError(f"dataset {data} has no validation segments")
-        return [(f"val-{i:05d}", segments[i].numpy()) for i in range(n)]
+        n = len(segments) if limit is None else min(limit, len(segments))
+        # a limit takes segments evenly spread over the split (which is ordered by source)
+        picks = np.unique(np.linspace(0, len(segments) - 1, n).round().astype(int))
+        return [(f"val-{i:05d}", segments[int(i)].numpy()) for i in picks]
     paths = sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
     if not paths:
         raise EvalError(f"no audio files in {data} (looked for {' '.join(AUDIO_SUFFIXES)})")
@@ -120,12 +124,14 @@ def _degrade(
             )
         return np.stack([soxr.resample(c, rate_out, rate_in, quality="VHQ") for c in ref])
     if how == "mix":
-        if (rate_in, rate_out) != (RATE_NARROW, RATE_WIDE):
+        tasks = [t for t in TASKS.values() if (t.rate_in, t.rate_out) == (rate_in, rate_out)]
+        if not tasks:
+            pairs = ", ".join(f"{t.rate_in} -> {t.rate_out}" for t in TASKS.values())
             raise EvalError(
-                f"degradation mix is for 8000 -> 16000 Hz plugins, not {rate_in} -> {rate_out}"
+                f"degradation mix needs a training task at {rate_in} -> {rate_out} Hz ({pairs})"
             )
-        y = degrade_8k(torch.from_numpy(ref)[:, None], np.random.default_rng(seed))
-        return y[:, 0].numpy()
+        y = tasks[0].train(torch.from_numpy(ref)[None], np.random.default_rng(seed))
+        return y[0].numpy()
     kbps = int(how.partition(":")[2])
     if rate_in != rate_out:
         raise EvalError(
@@ -298,7 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plugin", required=True, help="shipped plugin name, .ts path or module:attr")
     p.add_argument("--data", required=True, type=Path, help="folder of wideband references")
     p.add_argument("--out", type=Path, help="report folder (default eval/<plugin>)")
-    p.add_argument("--limit", type=int, help="evaluate only the first N files")
+    p.add_argument(
+        "--limit",
+        type=int,
+        help="evaluate N files only: a folder's first N, or N segments spread evenly over a "
+        "dataset's validation split",
+    )
     p.add_argument("--degrade", default="soxr", help="soxr (default), mix or mp3:KBPS")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-progress", action="store_true")

@@ -44,21 +44,32 @@ def _quiet_torchscript() -> Iterator[None]:
         yield
 
 
+STEREO_MODES = ("lr", "ms")
+
+
 class UNetPlugin(nn.Module):
     """The streaming U-Net behind the plugin contract (see ``realtime/contract.py``).
 
-    ``forward``: ``(batch, 1, T_in)`` at ``sample_rate_in`` -> ``(batch, 1, T_in * R)`` at
-    ``sample_rate_out``, ``T_in`` a multiple of ``block_multiple``; stateful. Parameter ``mix``
-    in [0, 1]: ``dry + mix * residual`` (0 = the latency-aligned interpolated input).
+    ``forward``: ``(batch, channels, T_in)`` at ``sample_rate_in`` -> ``(batch, channels,
+    T_in * R)`` at ``sample_rate_out``, ``T_in`` a multiple of ``block_multiple``; stateful.
+    Parameter ``mix`` in [0, 1]: ``dry + mix * residual`` (0 = the latency-aligned interpolated
+    input). The (mono) network restores each channel as its own batch row: with ``stereo="lr"``
+    left and right, with ``"ms"`` mid ``(L + R) / 2`` and side ``(L - R) / 2``, turned back
+    into left and right after.
     """
 
-    def __init__(self, net: WaveletUNet) -> None:
+    def __init__(self, net: WaveletUNet, channels: int = 1, stereo: str = "lr") -> None:
         super().__init__()
+        if channels not in (1, 2):
+            raise ValueError(f"channels must be 1 or 2, not {channels}")
+        if stereo not in STEREO_MODES:
+            raise ValueError(f"stereo mode must be one of {STEREO_MODES}, not {stereo!r}")
         cfg = net.config
         self.net = net.streaming()
         self.sample_rate_in = cfg.rate_in
         self.sample_rate_out = cfg.rate_out
-        self.channels = 1
+        self.channels = channels
+        self.mid_side = channels == 2 and stereo == "ms"
         self.block_multiple = cfg.block_multiple
         self.latency = net.latency_samples()
         self.streaming = True
@@ -69,8 +80,14 @@ class UNetPlugin(nn.Module):
         self.register_buffer("mix", torch.ones(1))
 
     def forward(self, x: Tensor) -> Tensor:
-        dry, residual = self.net.step(x)
-        return dry + self.mix * residual
+        batch, time = x.size(0), x.size(2)
+        if self.mid_side:
+            x = torch.stack([x[:, 0] + x[:, 1], x[:, 0] - x[:, 1]], 1) * 0.5
+        dry, residual = self.net.step(x.reshape(batch * self.channels, 1, time))
+        y = (dry + self.mix * residual).view(batch, self.channels, -1)
+        if self.mid_side:
+            y = torch.stack([y[:, 0] + y[:, 1], y[:, 0] - y[:, 1]], 1)
+        return y
 
     @torch.jit.export
     def reset(self) -> None:
@@ -81,7 +98,8 @@ class UNetPlugin(nn.Module):
     def reset_rows(self, rows: Tensor) -> None:
         """Clear the state of batch rows ``rows`` (int64 indices) only (the contract's optional
         per-stream reset, for batching many streams in one instance)."""
-        self.net.reset_rows(rows)
+        offsets = torch.arange(self.channels, dtype=rows.dtype, device=rows.device)
+        self.net.reset_rows((rows[:, None] * self.channels + offsets).flatten())
 
     @torch.jit.export
     def set_parameter(self, name: str, value: float) -> None:
@@ -91,26 +109,33 @@ class UNetPlugin(nn.Module):
         self.mix.fill_(min(max(value, 0.0), 1.0))
 
 
-def script_plugin(net: WaveletUNet) -> torch.jit.ScriptModule:
+def script_plugin(
+    net: WaveletUNet, channels: int = 1, stereo: str = "lr"
+) -> torch.jit.ScriptModule:
     """The scripted, frozen CPU plugin module for (a copy of) ``net`` (weights folded, caches
-    kept as mutable buffers)."""
+    kept as mutable buffers); ``channels`` and ``stereo`` as in :class:`UNetPlugin`."""
     with _quiet_torchscript():
-        plugin = torch.jit.script(UNetPlugin(copy.deepcopy(net).cpu().eval()).eval())
+        module = UNetPlugin(copy.deepcopy(net).cpu().eval(), channels, stereo)
+        plugin = torch.jit.script(module.eval())
         keep = [*_CONTRACT_ATTRS, "reset", "reset_rows", "set_parameter"]
         return torch.jit.freeze(plugin, preserved_attrs=keep)
 
 
-def export_plugin(net: WaveletUNet, path: str | Path, *, name: str) -> Path:
-    """Write ``net`` as a TorchScript plugin to ``path`` plus a JSON sidecar (``.json``)."""
+def export_plugin(
+    net: WaveletUNet, path: str | Path, *, name: str, channels: int = 1, stereo: str = "lr"
+) -> Path:
+    """Write ``net`` as a TorchScript plugin to ``path`` plus a JSON sidecar (``.json``);
+    ``channels`` and ``stereo`` as in :class:`UNetPlugin`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    plugin = script_plugin(net)
+    plugin = script_plugin(net, channels, stereo)
     with _quiet_torchscript():
         torch.jit.save(plugin, str(path))
     meta = {
         "name": name,
         "kind": "wavelet-unet",
         "config": net.config.to_dict(),
+        "stereo": stereo if channels == 2 else None,
         "parameters": sum(p.numel() for p in net.parameters()),
         "torch": torch.__version__,
         **{key: getattr(plugin, key) for key in _CONTRACT_ATTRS},
@@ -158,13 +183,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="checkpoint written by wavehost train")
     parser.add_argument("--out", required=True, help="output TorchScript file (.ts)")
     parser.add_argument("--name", help="plugin name for the metadata (default: the file stem)")
+    parser.add_argument("--channels", type=int, choices=(1, 2), default=1, help="1 mono, 2 stereo")
+    parser.add_argument(
+        "--stereo",
+        choices=STEREO_MODES,
+        default="lr",
+        help="stereo as left/right or mid/side batch rows (default lr)",
+    )
     args = parser.parse_args(argv)
     try:
         net = load_checkpoint(args.checkpoint)
     except ValueError as err:
         print(f"wavehost export: error: {err}", file=sys.stderr)
         return 2
-    out = export_plugin(net, args.out, name=args.name or Path(args.out).stem)
+    name = args.name or Path(args.out).stem
+    out = export_plugin(net, args.out, name=name, channels=args.channels, stereo=args.stereo)
     print(f"wrote {out} (latency {net.latency_samples()} samples at {net.config.rate_out} Hz)")
     return 0
 

@@ -1,23 +1,26 @@
-"""`wavehost train`: train the causal wavelet U-Net for 8 → 16 kHz bandwidth extension.
+"""`wavehost train`: train the causal wavelet U-Net for one task of :mod:`model.tasks`.
 
-    wavehost train --data DIR --out RUN_DIR [--epochs N] [--minutes M] [--max-steps K]
-                   [--device cpu|cuda] [--resume] [--seed S] [--config JSON|FILE|PRESET] ...
+    wavehost train --data DIR --out RUN_DIR [--task bwe-8k-16k|bwe-16k-48k|mp3-48k]
+                   [--epochs N] [--minutes M] [--max-steps K] [--device cpu|cuda] [--resume]
+                   [--seed S] [--config JSON|FILE|PRESET] ...
 
-Pairs come from the cached 16 kHz speech set in DIR (model.corpora), degraded on the fly to
-8 kHz (model.degrade), each example's crop and degradation drawn from ``(seed, epoch, index)``.
+Pairs come from the cached segment set in DIR (model.corpora) at the task's output rate,
+degraded on the fly to the task's input (model.degrade: 8 kHz, 16 kHz or decoded MP3), each
+example's crop and degradation drawn from ``(seed, epoch, index)``. Stereo segments are trained
+channel by channel (the channels go on the batch axis).
 The network's output ``y[..., n]`` estimates ``target[..., n - latency]``
 (``latency = net.latency_samples()``), so the loss and the metrics compare ``y[..., latency:]``
 with ``target[..., :-latency]``: the target is delayed, the model never sees the future.
 
 RUN_DIR receives ``last.pt`` (at every validation: each epoch's end, every ``--val-every`` steps
 and at a stop), ``best.pt`` (best validation score), ``log.csv`` (one row per validation),
-``curves.png`` and ``baselines.json`` (sinc and cubic-spline figures on the same validation
-inputs: the 16 kHz validation segments resampled to 8 kHz with soxr, as ``wavehost eval`` does;
-training inputs use the random degradations of model.degrade instead). Checkpoints are dicts
-with ``config`` (``UNetConfig.to_dict()``), ``model`` (state_dict), ``optimizer``, ``train``
-(this run's settings), ``epoch``, ``batch`` (batches done in ``epoch``), ``step``,
-``elapsed_s``, ``best``, ``torch_rng`` and ``metrics`` (that validation's); they load with
-``torch.load(path, weights_only=True)``.
+``curves.png`` and ``baselines.json`` (the task's baselines on the same validation inputs: sinc
+and cubic spline on the validation segments resampled with soxr, as ``wavehost eval`` does, or
+the decoded MP3 itself; training inputs use the random degradations of model.degrade instead).
+Checkpoints are dicts with ``config`` (``UNetConfig.to_dict()``), ``model`` (state_dict),
+``optimizer``, ``train`` (this run's settings), ``epoch``, ``batch`` (batches done in
+``epoch``), ``step``, ``elapsed_s``, ``best``, ``torch_rng`` and ``metrics`` (that
+validation's); they load with ``torch.load(path, weights_only=True)``.
 
 Exit codes: 0 done, 1 stopped on a non-finite loss (last good checkpoint kept), 2 bad input.
 """
@@ -41,10 +44,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from model import baselines, metrics
+from model import metrics
 from model.corpora import Manifest, SegmentDataset
-from model.degrade import RATE_NARROW, RATE_WIDE, DegradedPairs, degrade_8k
 from model.losses import BWELoss, LossConfig
+from model.tasks import TASKS, Task
 from model.unet import UNetConfig, WaveletUNet
 
 PROG = "wavehost train"
@@ -56,7 +59,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         levels=3, base_channels=16, growth=2.0, kernel_size=3, lookahead=14
     ).to_dict(),
     "unet-default": UNetConfig().to_dict(),  # model/unet.py's defaults
-}
+    # issue 6, 48 kHz (see model/weights/TRAINING.md): 4 levels of db4 (alignment 105 samples)
+    "mp3-48k": UNetConfig(
+        levels=4, base_channels=16, growth=2.0, kernel_size=3, lookahead=39,
+        rate_in=48000, rate_out=48000,
+    ).to_dict(),
+    # windowed-sinc base (6 zero crossings, delay 17): the linear one's droop capped a pilot's SNR
+    "bwe-16k-48k": UNetConfig(
+        levels=4, base_channels=16, growth=2.0, kernel_size=3, lookahead=6,
+        rate_in=16000, rate_out=48000, interp_zeros=6,
+    ).to_dict(),
+}  # fmt: skip
 CSV_FIELDS = (
     "epoch", "step", "elapsed_s", "lr",
     "train_loss", "train_stft", "train_l1", "train_snr", "train_lsd",
@@ -71,8 +84,9 @@ class DataError(Exception):
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a run besides the budget. Lengths in samples at 16 kHz."""
+    """Everything that defines a run besides the budget. Lengths in samples at the output rate."""
 
+    task: str = "bwe-8k-16k"
     seed: int = 0
     epochs: int = 10
     batch_size: int = 16
@@ -100,43 +114,58 @@ class TrainConfig:
 # ----------------------------------------------------------------------------------------- data
 
 
-class TrainPairs(DegradedPairs):
-    """Training pairs ``(narrow (1, length / 2), wide (1, length))`` from 16 kHz ``(1, T)`` items.
+class TrainPairs(Dataset):
+    """Training pairs ``(input (C, length / factor), target (C, length))`` from ``(C, T)`` items
+    at the task's output rate.
 
-    Example ``i`` in epoch ``e`` draws, from seed ``(seed, e, i)``, a crop starting at an even
-    offset, then degrades it with :func:`model.degrade.degrade_8k` over the crop plus ``margin``
-    samples of context on each side (the zero-phase filters see real signal, not padding) and
-    keeps the crop: narrow sample ``k`` lines up with wide sample ``2k``. The crop is ``length``
-    (``<= 0``: the whole item) rounded down to a multiple of ``multiple`` (even).
+    Example ``i`` in epoch ``e`` draws, from seed ``(seed, e, i)``, a crop starting at a multiple
+    of the task's ``factor``, then degrades it with ``task.train`` over the crop plus ``margin``
+    samples of context on each side (the zero-phase filters and the MP3 encoder see real signal,
+    not padding) and keeps the crop: input sample ``k`` lines up with target sample
+    ``factor * k``. The crop is ``length`` (``<= 0``: the whole item) rounded down to a multiple
+    of ``multiple`` (itself a multiple of ``factor``). :meth:`set_epoch` selects the epoch.
     """
 
     def __init__(
-        self, wide: Dataset, length: int, seed: int, multiple: int = 2, margin: int = 512
+        self,
+        wide: Dataset,
+        length: int,
+        seed: int,
+        task: Task,
+        multiple: int = 2,
+        margin: int = 1536,
     ) -> None:
-        super().__init__(wide, seed)
-        self.length, self.multiple = length, multiple
-        self.margin = margin - margin % 2
+        self.wide, self.length, self.seed, self.task = wide, length, seed, task
+        self.multiple, self.epoch = multiple, 0
+        self.margin = margin - margin % task.factor
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random crops and degradations :meth:`__getitem__` draws."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.wide)  # type: ignore[arg-type]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.wide[index]
-        n = y.shape[-1]
+        n, f = y.shape[-1], self.task.factor
         rng = np.random.default_rng((self.seed, self.epoch, index))
         length = min(self.length, n) if self.length > 0 else n
         length -= length % self.multiple
-        start = 2 * int(rng.integers(0, (n - length) // 2 + 1))
+        start = f * int(rng.integers(0, (n - length) // f + 1))
         lo, hi = max(0, start - self.margin), min(n, start + length + self.margin)
-        x = degrade_8k(y[None, :, lo:hi], rng, self.config)[0]
-        off = (start - lo) // 2
-        return x[..., off : off + length // 2].contiguous(), y[..., start : start + length]
+        x = self.task.train(y[None, :, lo:hi], rng)[0]
+        off = (start - lo) // f
+        return x[..., off : off + length // f].contiguous(), y[..., start : start + length]
 
 
 class ValPairs(Dataset):
-    """Fixed validation pairs ``(narrow (1, T / 2), wide (1, T))``: each 16 kHz item (cut to a
-    multiple of ``multiple``, even) resampled to 8 kHz with soxr VHQ, as ``wavehost eval`` and
-    the baselines of notes/metrics.md make them."""
+    """Fixed validation pairs ``(input (C, T / factor), target (C, T))``: each item (cut to a
+    multiple of ``multiple``) degraded by ``task.val`` (soxr VHQ resampling, as ``wavehost
+    eval`` and the baselines of notes/metrics.md make them, or MP3 at a fixed bitrate)."""
 
-    def __init__(self, wide: Dataset, multiple: int = 2) -> None:
-        self.wide, self.multiple = wide, multiple
+    def __init__(self, wide: Dataset, task: Task, multiple: int = 2) -> None:
+        self.wide, self.task, self.multiple = wide, task, multiple
 
     def __len__(self) -> int:
         return len(self.wide)  # type: ignore[arg-type]
@@ -144,8 +173,12 @@ class ValPairs(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         y = self.wide[index]
         y = y[..., : y.shape[-1] - y.shape[-1] % self.multiple]
-        x = baselines.sinc(y[0].numpy(), RATE_WIDE, RATE_NARROW)
-        return torch.from_numpy(x)[None], y
+        return torch.from_numpy(self.task.val(y.numpy(), index)), y
+
+
+def fold_channels(x: torch.Tensor) -> torch.Tensor:
+    """``(batch, channels, time) -> (batch * channels, 1, time)``: channels on the batch axis."""
+    return x.reshape(-1, 1, x.size(-1))
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
@@ -155,18 +188,22 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[i
     return [order[i : i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
 
 
-def open_data(root: Path, cfg: TrainConfig, multiple: int) -> tuple[TrainPairs, Dataset]:
+def open_data(
+    root: Path, cfg: TrainConfig, task: Task, multiple: int
+) -> tuple[TrainPairs, Dataset]:
     """Training pairs (random crops) and a fixed validation subset; raises :class:`DataError`."""
     if not root.is_dir():
         raise DataError(f"data folder {root} does not exist")
     try:
         manifest = Manifest.load(root)
-        if manifest.rate != RATE_WIDE:
-            raise DataError(f"segments at {manifest.rate} Hz, training needs {RATE_WIDE} Hz")
+        if manifest.rate != task.rate_out:
+            raise DataError(
+                f"segments at {manifest.rate} Hz, task {task.name} needs {task.rate_out} Hz"
+            )
         for split in ("train", "val"):
             for path, count in manifest.shards(split):
                 shape = np.load(path, mmap_mode="r").shape
-                if shape != (count, manifest.segment_samples):
+                if shape != manifest.shard_shape(count):
                     raise DataError(
                         f"{path.name} holds {shape}, the manifest says {count} segments"
                     )
@@ -182,9 +219,9 @@ def open_data(root: Path, cfg: TrainConfig, multiple: int) -> tuple[TrainPairs, 
         )
     if n_val == 0:
         raise DataError(f"{root}: no validation segments")
-    train = TrainPairs(train_wide, cfg.segment, cfg.seed, multiple)
+    train = TrainPairs(train_wide, cfg.segment, cfg.seed, task, multiple)
     keep = np.unique(np.linspace(0, n_val - 1, min(cfg.val_items, n_val)).round().astype(int))
-    return train, Subset(ValPairs(val_wide, multiple), keep.tolist())
+    return train, Subset(ValPairs(val_wide, task, multiple), keep.tolist())
 
 
 # ------------------------------------------------------------------------------------ training
@@ -232,7 +269,8 @@ def train_step(
     y: torch.Tensor,
     grad_clip: float,
 ) -> dict[str, float]:
-    """One AdamW step on a batch ``x (batch, 1, T)`` at 8 kHz, ``y (batch, 1, 2T)`` at 16 kHz.
+    """One AdamW step on a batch ``x (batch, 1, T)`` at the input rate, ``y (batch, 1, R·T)`` at
+    the output rate (``R`` the model's ratio).
 
     Returns the loss and its parts; raises :class:`NonFiniteLoss` (before touching the weights)
     when the loss or the gradient is not finite.
@@ -261,33 +299,36 @@ def _usable(ref: np.ndarray) -> bool:
 def validate(
     net: WaveletUNet, loss_fn: BWELoss, loader: DataLoader, device: torch.device
 ) -> dict[str, float]:
-    """Mean validation loss and metrics (LSD, LSD-HF, SNR, SI-SDR) over non-silent segments,
-    outputs aligned by the declared latency."""
+    """Mean validation loss and metrics (LSD, LSD-HF, SNR, SI-SDR) over non-silent segments
+    (each channel one item), outputs aligned by the declared latency."""
     net.eval()
     latency = net.latency_samples()
+    rate_in, rate = net.config.rate_in, net.config.rate_out
     losses: list[float] = []
     per_item: list[dict[str, float]] = []
     for x, y in loader:
-        y_hat, target = align(net(x.to(device)), y.to(device), latency)
+        x, y = fold_channels(x).to(device), fold_channels(y).to(device)
+        y_hat, target = align(net(x), y, latency)
         losses.append(float(loss_fn(y_hat, target)[0]))
         for est, ref in zip(y_hat[:, 0].cpu().numpy(), target[:, 0].cpu().numpy(), strict=True):
             if _usable(ref):
-                per_item.append(metrics.all_metrics(ref, est, RATE_WIDE, RATE_NARROW))
+                per_item.append(metrics.all_metrics(ref, est, rate, rate_in))
     out = {"val_loss": float(np.mean(losses))}
     out.update({f"val_{k}": v for k, v in metrics.mean_over_files(per_item).items()})
     return out
 
 
-def baseline_metrics(loader: DataLoader) -> dict[str, dict[str, float]]:
-    """Sinc and cubic-spline figures on the validation inputs (no delay, full length)."""
+def baseline_metrics(loader: DataLoader, task: Task) -> dict[str, dict[str, float]]:
+    """The task's baselines on the validation inputs (no delay, full length)."""
     out: dict[str, dict[str, float]] = {}
-    for name, fn in baselines.BASELINES.items():
+    for name, fn in task.baselines.items():
         per_item = []
         for x, y in loader:
-            for xi, yi in zip(x[:, 0].numpy(), y[:, 0].numpy(), strict=True):
+            for xi, yi in zip(fold_channels(x)[:, 0].numpy(), fold_channels(y)[:, 0].numpy(),
+                              strict=True):  # fmt: skip
                 if _usable(yi):
-                    est = fn(xi, RATE_NARROW, RATE_WIDE)
-                    per_item.append(metrics.all_metrics(yi, est, RATE_WIDE, RATE_NARROW))
+                    est = fn(xi, task.rate_in, task.rate_out)
+                    per_item.append(metrics.all_metrics(yi, est, task.rate_out, task.rate_in))
         out[name] = metrics.mean_over_files(per_item)
     return out
 
@@ -355,13 +396,13 @@ def plot_curves(csv_path: Path, png_path: Path, base: dict[str, dict[str, float]
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def _net_config(spec: str) -> UNetConfig:
+def _net_config(spec: str, task: Task) -> UNetConfig:
     if spec in PRESETS:
         return UNetConfig.from_dict(PRESETS[spec])
     path = Path(spec)
     try:
         d = json.loads(path.read_text()) if path.is_file() else json.loads(spec)
-        return UNetConfig.from_dict({**PRESETS["bwe-8k-16k"], **d})
+        return UNetConfig.from_dict({**PRESETS[task.name], **d})
     except (json.JSONDecodeError, TypeError, ValueError) as err:
         raise DataError(
             f"--config {spec!r}: not a preset ({', '.join(PRESETS)}), a JSON file or object: {err}"
@@ -388,14 +429,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after this wall time (the lr schedule then ends with it, or at the last epoch)",
     )
     p.add_argument("--max-steps", type=int, default=None, help="stop after this global step")
+    p.add_argument("--task", choices=tuple(TASKS), default=d.task, help="what the model restores")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads on the CPU")
     p.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt")
+    p.add_argument(
+        "--init",
+        type=Path,
+        help="start a new run from this checkpoint's network (fine-tuning: its config and "
+        "weights; a fresh optimizer and schedule with this run's settings)",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--config", default="bwe-8k-16k", help="network preset, JSON file or object")
+    p.add_argument(
+        "--config",
+        help="network preset, JSON file or object (keys over the task's preset; default: the "
+        "task's preset)",
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--segment", type=int, default=d.segment, help="training crop, 16 kHz samples")
+    p.add_argument(
+        "--segment", type=int, default=d.segment, help="training crop, output-rate samples"
+    )
     p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
     p.add_argument("--lr-final", type=float, default=d.lr_final, help="final lr / peak lr")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
@@ -433,6 +487,15 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(
             f"{out} already holds a run; pass --resume to continue it or pick another --out"
         )
+    if args.init is not None and (args.resume or args.config is not None):
+        return _fail("--init takes the network from the checkpoint: no --resume or --config")
+    init: dict[str, Any] | None = None
+    if args.init is not None:
+        try:
+            init = torch.load(args.init, map_location="cpu", weights_only=True)
+            UNetConfig.from_dict(init["config"])
+        except Exception as err:
+            return _fail(f"--init {args.init}: not a wavehost checkpoint ({err})")
     if args.resume and last_path.exists():
         try:
             ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
@@ -450,7 +513,7 @@ def main(argv: list[str] | None = None) -> int:
             net_cfg = UNetConfig.from_dict(ckpt["config"])
         else:
             cfg = TrainConfig(
-                seed=args.seed, batch_size=args.batch_size,
+                task=args.task, seed=args.seed, batch_size=args.batch_size,
                 segment=args.segment, lr=args.lr, lr_final=args.lr_final,
                 weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip,
                 val_items=args.val_items, select=args.select,
@@ -458,13 +521,26 @@ def main(argv: list[str] | None = None) -> int:
                                 w_lsd=args.w_lsd, w_sc=args.w_sc,
                                 w_log_mag=args.w_log_mag),
             )  # fmt: skip
-            net_cfg = _net_config(args.config)
+            net_cfg = (
+                UNetConfig.from_dict(init["config"])
+                if init is not None
+                else _net_config(args.config or args.task, TASKS[args.task])
+            )
+        task = TASKS[cfg.task]
+        if (net_cfg.rate_in, net_cfg.rate_out) != (task.rate_in, task.rate_out):
+            raise DataError(
+                f"--config is a {net_cfg.rate_in} -> {net_cfg.rate_out} Hz network, task "
+                f"{task.name} is {task.rate_in} -> {task.rate_out} Hz"
+            )
         if args.epochs is not None:
             cfg.epochs = args.epochs
         seed_everything(cfg.seed)
-        net = WaveletUNet(net_cfg).to(device)
+        net = WaveletUNet(net_cfg)
+        if init is not None:
+            net.load_state_dict(init["model"])
+        net = net.to(device)
         multiple = net_cfg.ratio * net_cfg.block_multiple
-        train_set, val_set = open_data(args.data, cfg, multiple)
+        train_set, val_set = open_data(args.data, cfg, task, multiple)
     except DataError as err:
         return _fail(str(err))
 
@@ -490,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
     if base_path.exists():
         base = json.loads(base_path.read_text())
     else:
-        base = baseline_metrics(val_loader)
+        base = baseline_metrics(val_loader, task)
         base_path.write_text(json.dumps(base, indent=2) + "\n")
     steps_per_epoch = len(epoch_batches(len(train_set), cfg.batch_size, cfg.seed, 0))
     total = cfg.epochs * steps_per_epoch
@@ -550,7 +626,8 @@ def main(argv: list[str] | None = None) -> int:
             for g in opt.param_groups:
                 g["lr"] = lr
             try:
-                parts = train_step(net, loss_fn, opt, x.to(device), y.to(device), cfg.grad_clip)
+                x, y = fold_channels(x).to(device), fold_channels(y).to(device)
+                parts = train_step(net, loss_fn, opt, x, y, cfg.grad_clip)
             except NonFiniteLoss as err:
                 bar.close()
                 kept = last_path if last_path.exists() else "none saved yet"

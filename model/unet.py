@@ -2,17 +2,17 @@
 
 Data flow, at the output rate ``rate_out`` (``R = rate_out / rate_in``, an integer):
 
-    x (batch, 1, T_in) --linear interpolator (xR)--> u (batch, 1, T_in * R)
+    x (batch, 1, T_in) --interpolator (xR, linear or windowed sinc)--> u (batch, 1, T_in * R)
     encoder level l:  e_l = act(conv_l(h)),  h = DWT(e_l)            (rate halves each level)
     bottleneck:       h = act(conv(h))           (streaming: each DWT + conv is one strided conv)
     decoder level l:  h = act(conv_l(cat[IDWT(h), g_l])),
                       g_l = s * sigmoid(conv1x1(s)),  s = e_l delayed to line up with IDWT(h)
     y = u delayed by (filter-bank alignment + lookahead) + tanh(conv1x1(h))
 
-so with the output conv at zero (its initial state) the network is exactly the delayed linear
-interpolator. ``y[..., n]`` estimates ``target[..., n - net.latency_samples()]`` where ``target`` is
-the wideband signal at ``rate_out`` sample-aligned with the input (input sample ``m`` at output
-time ``R * m``).
+so with the output conv at zero (its initial state) the network is exactly the delayed
+interpolator (the identity when ``R = 1``, e.g. MP3 restoration). ``y[..., n]`` estimates
+``target[..., n - net.latency_samples()]`` where ``target`` is the wideband (or original) signal
+at ``rate_out`` sample-aligned with the input (input sample ``m`` at output time ``R * m``).
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ class UNetConfig:
 
     ``channels``: explicit widths per level (``levels`` entries); if ``None`` level ``l`` has
     ``round(base_channels * growth**l)``. ``lookahead``: D, output samples. Rates in Hz.
+    ``interp_zeros``: the interpolator under the residual: 0 linear (delay ``R - 1``), ``Z > 0``
+    a Kaiser-windowed sinc with ``Z`` zero crossings per side (delay ``Z * R - 1``), which keeps
+    the input band flat instead of leaving the network to undo the linear droop.
 
     The defaults are the 8 -> 16 kHz speech model: widths [32, 48], kernel 5, 106 k parameters;
     latency 42 (lookahead) + 1 (interpolator) + 21 (db4 alignment, 2 levels) = 64 samples (4 ms);
@@ -57,6 +60,7 @@ class UNetConfig:
     wavelet: str = "db4"
     rate_in: int = 8000
     rate_out: int = 16000
+    interp_zeros: int = 0
 
     def __post_init__(self) -> None:
         if self.levels < 1:
@@ -67,8 +71,8 @@ class UNetConfig:
             raise ValueError(
                 f"rate_out {self.rate_out} must be a whole multiple of rate_in {self.rate_in}"
             )
-        if self.lookahead < 0 or self.kernel_size < 1:
-            raise ValueError("lookahead must be >= 0 and kernel_size >= 1")
+        if self.lookahead < 0 or self.kernel_size < 1 or self.interp_zeros < 0:
+            raise ValueError("lookahead and interp_zeros must be >= 0 and kernel_size >= 1")
         wavelet_delay(self.wavelet)  # raises ValueError for an unknown wavelet
 
     @property
@@ -82,6 +86,13 @@ class UNetConfig:
         if self.channels is not None:
             return list(self.channels)
         return [max(1, round(self.base_channels * self.growth**lv)) for lv in range(self.levels)]
+
+    @property
+    def interp_delay(self) -> int:
+        """Delay of the interpolator, output samples (0 when ``R = 1``)."""
+        if self.ratio == 1:
+            return 0
+        return self.interp_zeros * self.ratio - 1 if self.interp_zeros else self.ratio - 1
 
     @property
     def block_multiple(self) -> int:
@@ -108,6 +119,17 @@ def linear_interpolator(ratio: int) -> Synthesis:
     delay ``ratio - 1`` output samples (a triangle kernel of ``2 * ratio - 1`` taps)."""
     k = torch.arange(2 * ratio - 1, dtype=torch.float64)
     kernel = 1 - (k - (ratio - 1)).abs() / ratio
+    return Synthesis(kernel[None], channels=1, factor=ratio)
+
+
+def sinc_interpolator(ratio: int, zeros: int) -> Synthesis:
+    """Causal windowed-sinc interpolation by ``ratio`` (cut-off at the input's Nyquist frequency,
+    Kaiser window with beta 6, ``zeros`` zero crossings per side): ``(batch, 1, T) -> (batch, 1,
+    T * ratio)``, delay ``zeros * ratio - 1`` output samples. Input samples pass unchanged."""
+    centre = zeros * ratio - 1
+    k = torch.arange(2 * centre + 1, dtype=torch.float64)
+    window = torch.kaiser_window(2 * centre + 1, periodic=False, beta=6.0, dtype=torch.float64)
+    kernel = torch.special.sinc((k - centre) / ratio) * window
     return Synthesis(kernel[None], channels=1, factor=ratio)
 
 
@@ -241,9 +263,14 @@ class WaveletUNet(nn.Module):
         out = CausalConv(c[0], 1, 1)
         nn.init.zeros_(out.conv.weight)
         nn.init.zeros_(out.conv.bias)
+        interp = (
+            sinc_interpolator(config.ratio, config.interp_zeros)
+            if config.interp_zeros and config.ratio > 1
+            else linear_interpolator(config.ratio)
+        )
         self.body = Body(
-            linear_interpolator(config.ratio),
-            Delay(self.latency_samples() - (config.ratio - 1), 1),
+            interp,
+            Delay(self.latency_samples() - config.interp_delay, 1),
             nn.ModuleList(encoders),
             AnalysisConv(DWT(c[-1], wav), 2 * c[-1], k),
             nn.ModuleList(decoders),
@@ -251,11 +278,11 @@ class WaveletUNet(nn.Module):
         )
 
     def latency_samples(self) -> int:
-        """Algorithmic latency, output samples: lookahead D + interpolator delay (R - 1) +
-        filter-bank alignment ``(L - 1) * (2**levels - 1)``."""
+        """Algorithmic latency, output samples: lookahead D + interpolator delay (``R - 1``
+        linear, ``Z * R - 1`` sinc) + filter-bank alignment ``(L - 1) * (2**levels - 1)``."""
         cfg = self.config
         align = wavelet_delay(cfg.wavelet) * (2**cfg.levels - 1)
-        return cfg.lookahead + (cfg.ratio - 1) + align
+        return cfg.lookahead + cfg.interp_delay + align
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 3 or x.size(1) != 1:

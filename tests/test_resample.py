@@ -63,8 +63,11 @@ def test_images_are_rejected_when_upsampling():
 
 
 @settings(max_examples=25, deadline=None)
-@given(pair=st.sampled_from(RATES), sizes=st.lists(st.integers(1, 300), min_size=2, max_size=12),
-       pushes=st.lists(st.booleans(), min_size=2, max_size=12))
+@given(
+    pair=st.sampled_from(RATES),
+    sizes=st.lists(st.integers(1, 300), min_size=2, max_size=12),
+    pushes=st.lists(st.booleans(), min_size=2, max_size=12),
+)
 def test_push_keeps_the_resampler_ready_to_take_over(pair, sizes, pushes):
     a, b = pair
     x = np.random.default_rng(2).standard_normal((3000, 1)).astype(np.float32)

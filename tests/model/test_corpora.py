@@ -162,3 +162,26 @@ def test_source_pattern_and_groups(tmp_path: Path) -> None:
     src = Source("s", tmp_path, "*/*/*.wav")
     assert [p.name for p in src.files()] == ["a.wav"]
     assert src.group(src.files()[0]) == "lang"
+
+
+def test_stereo_min_rate_and_file_cap(tmp_path: Path) -> None:
+    """Stereo sets keep both channels (a mono file on both), accept files down to ``min_rate``
+    and keep at most ``max_file_s`` seconds per file, from its middle."""
+    root = tmp_path / "music"
+    left = utterance(1, rate=44100, seconds=3.0)
+    ramp = np.linspace(0.5, 1.5, len(left))
+    write(root / "a" / "wide.wav", np.stack([left, -0.5 * left * ramp], 1), rate=44100)
+    write(root / "b" / "mono.wav", utterance(2, rate=48000, seconds=3.0), rate=48000)
+    man = build(root, tmp_path / "set", rate=48000, segment_s=0.25, val_fraction=0.0,
+                channels=2, min_rate=44100, max_file_s=1.0)  # fmt: skip
+    assert man.channels == 2 and man.data["filters"]["music"]["kept"]["files"] == 2
+    segs = SegmentDataset(man, "train")
+    assert len(segs) == 8  # 1 s of each file: 4 segments of 0.25 s each
+    first, mono = segs[1].numpy(), segs[5].numpy()
+    assert first.shape == (2, 12000)
+    ratio = -first[1] / np.where(np.abs(first[0]) > 1e-3, first[0], np.nan)
+    # the 1 s from the middle of the 3 s file: the right/left gain is ~0.5 * ramp there (~1)
+    assert 0.45 < np.nanmedian(ratio) < 0.55
+    np.testing.assert_array_equal(mono[0], mono[1])
+    with pytest.raises(CorpusError, match="channels"):
+        build(root, tmp_path / "bad", channels=3)

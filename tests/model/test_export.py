@@ -124,3 +124,37 @@ def test_shipped_weights_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         weights.bwe_8k_16k()
     (tmp_path / "bwe-8k-16k.ts").write_bytes(b"x")
     assert weights.bwe_8k_16k() == tmp_path / "bwe-8k-16k.ts"
+
+
+@pytest.mark.parametrize("mode", ["lr", "ms"])
+def test_stereo_plugin_restores_each_channel_with_the_mono_net(
+    net: WaveletUNet, tmp_path: Path, mode: str
+) -> None:
+    """A stereo export runs the mono network on left/right (or mid/side) as batch rows,
+    streaming, and resets one stream's rows only."""
+    path = export_plugin(net, tmp_path / "st.ts", name="st", channels=2, stereo=mode)
+    plugin = load_plugin(str(path))
+    assert plugin.info.channels == 2
+    assert json.loads(path.with_suffix(".json").read_text())["stereo"] == mode
+    x = torch.randn(1, 2, 32 * 8, generator=torch.Generator().manual_seed(3))
+    got = _stream(plugin.process, x, [32] * 8)
+    rows = (
+        x[0, :, None]
+        if mode == "lr"
+        else torch.stack([x[0, 0] + x[0, 1], x[0, 0] - x[0, 1]])[:, None] / 2
+    )
+    with torch.no_grad():
+        y = net(rows)[:, 0]
+    if mode == "ms":
+        y = torch.stack([y[0] + y[1], y[0] - y[1]])
+    torch.testing.assert_close(got[0], y, atol=1e-5, rtol=1e-5)
+    module = torch.jit.load(str(path))
+    two = torch.cat([x, x.flip(1)])  # two stereo streams in one batch
+    with torch.no_grad():
+        module(two[..., :128])
+        module.reset_rows(torch.tensor([1]))
+        tail = module(two[..., 128:])
+        module.reset()
+        fresh = module(two[..., 128:])
+    torch.testing.assert_close(tail[1], fresh[1], atol=1e-5, rtol=1e-5)  # stream 1 restarted
+    assert not torch.allclose(tail[0], fresh[0], atol=1e-3)  # stream 0 kept its history

@@ -16,10 +16,11 @@ import soundfile as sf
 import torch
 
 from model.corpora import Manifest, Source, build_dataset
-from model.degrade import degrade_8k
+from model.degrade import degrade_band
 from model.losses import BWELoss, LossConfig
 from model.metrics import lsd, snr
-from model.train import align, epoch_batches, main, train_step
+from model.tasks import TASKS
+from model.train import TrainPairs, align, epoch_batches, main, train_step
 from model.unet import UNetConfig, WaveletUNet
 
 RATE = 16000
@@ -73,7 +74,7 @@ def test_loss_decreases_on_a_fixed_batch() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(1)
     y = torch.from_numpy(np.stack([_voice(rng, 0.25) for _ in range(BATCH)]))[:, None]
-    x = degrade_8k(y, rng)
+    x = degrade_band(y, rng)
     net = WaveletUNet(UNetConfig(**TINY))
     loss_fn = BWELoss(LossConfig())
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
@@ -126,6 +127,26 @@ def test_run_writes_its_files_and_resume_is_exact(dataset: Path, tmp_path: Path)
     assert main(_args(dataset, whole)) == 2
 
 
+def test_init_fine_tunes_from_a_checkpoint(dataset: Path, tmp_path: Path) -> None:
+    """``--init`` starts a new run from a checkpoint's network: its config and weights (with a
+    zero learning rate the weights come out unchanged), not its optimizer or step."""
+    first, tuned = tmp_path / "first", tmp_path / "tuned"
+    assert main(_args(dataset, first, "--max-steps", "2")) == 0
+    src = torch.load(first / "last.pt", weights_only=True)
+    args = _args(dataset, tuned, "--max-steps", "1", "--init", str(first / "last.pt"))
+    args[args.index("--config") : args.index("--config") + 2] = []  # the config comes with it
+    args[args.index("--lr") + 1] = "0"
+    assert main(args) == 0
+    out = torch.load(tuned / "last.pt", weights_only=True)
+    assert out["step"] == 1 and out["config"] == src["config"]
+    for k, v in src["model"].items():
+        assert torch.equal(v, out["model"][k]), k
+    again = [*args, "--config", "{}"]
+    again[again.index("--out") + 1] = str(tmp_path / "other")
+    assert main(again) == 2  # --init brings its own network
+    assert not (tmp_path / "other").exists()
+
+
 def _n_train(dataset: Path) -> int:
     return sum(n for _, n in Manifest.load(dataset).shards("train"))
 
@@ -172,3 +193,21 @@ def test_bad_data_folder_is_one_clear_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("wavehost train: ") and str(data) in err[0]
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+@pytest.mark.parametrize("task", ["bwe-8k-16k", "bwe-16k-48k", "mp3-48k"])
+def test_train_pairs_line_up_per_task(task: str) -> None:
+    """Crops of stereo items: input sample k lines up with target sample factor * k (a tone
+    that passes every degradation comes out in phase), new draws each epoch."""
+    t = TASKS[task]
+    n = np.arange(t.rate_out)  # 1 s items
+    tone = [np.sin(2 * np.pi * 440 * n / t.rate_out + ph) * 0.5 for ph in (0.0, 1.0)]
+    items = [torch.from_numpy(np.stack(tone).astype(np.float32)) for _ in range(2)]
+    pairs = TrainPairs(items, length=4800, seed=0, task=t, multiple=48)
+    x, y = pairs[1]
+    assert x.shape == (2, 4800 // t.factor) and y.shape == (2, 4800)
+    mid = slice(200, -200)  # away from the crop edges
+    err = x[:, mid] - y[:, :: t.factor][:, mid]
+    assert float(err.pow(2).mean() / y.pow(2).mean()) < 0.01
+    pairs.set_epoch(1)
+    assert not torch.equal(pairs[1][1], y)  # another crop

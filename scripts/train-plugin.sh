@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Reproduce one shipped plugin of model/weights/ from scratch, on the CPU of a 2-core machine
+# (see model/weights/TRAINING.md):
+#
+#   scripts/train-plugin.sh NAME [RUN_DIR]     (default RUN_DIR: $WAVEHOST_CACHE/runs/NAME)
+#
+# NAME: bwe-8k-16k (speech, 8 -> 16 kHz), bwe-16k-48k (music and speech, 16 -> 48 kHz, stereo)
+# or mp3-restore-48k (decoded MP3 -> original, 48 kHz, stereo).
+#
+# 1. install the corpora (scripts/install-corpora.sh: Debian packages into the cache),
+# 2. build the cached segment set (wavehost_cmd model.corpora, idempotent),
+# 3. train (wavehost train = model.train) for a fixed budget, resuming RUN_DIR/last.pt if there
+#    is one (use a new RUN_DIR to start from scratch); the 48 kHz plugins then get a second,
+#    fine-tuning stage from RUN_DIR/best.pt into RUN_DIR/ft (lower learning rate; for MP3 a
+#    heavier waveform loss, so that near-transparent high-bitrate input is left alone),
+# 4. export the last stage's best.pt to model/weights/NAME.ts (+ .json),
+# 5. evaluate the plugin against its baselines on the validation split (RUN_DIR/eval*).
+#
+# Environment: WAVEHOST_CACHE (cache root, default ~/.cache/wavehost), TRAIN_MINUTES (default 45),
+# FT_MINUTES (the fine-tuning stage of the 48 kHz plugins, default 25; 0 skips it),
+# TRAIN_THREADS (torch threads, default 1: on a 2-core machine shared with other work one thread
+# trains faster than two), TRAIN_DEVICE (cpu or cuda, default cpu), EVAL_LIMIT (evaluate N validation
+# segments spread evenly over the split; default all).
+set -euo pipefail
+
+name=${1:?usage: scripts/train-plugin.sh bwe-8k-16k|bwe-16k-48k|mp3-restore-48k [RUN_DIR]}
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+cache=${WAVEHOST_CACHE:-$HOME/.cache/wavehost}
+run=${2:-$cache/runs/$name}
+weights=model/weights/$name.ts
+start=$(date +%s)
+stamp() { echo "== $(( ($(date +%s) - start) / 60 )) min: $*"; }
+# `wavehost CMD` without needing the package installed: call the command's module main(argv)
+wavehost_cmd() {
+    python -c 'import importlib, sys; sys.exit(importlib.import_module(sys.argv[1]).main(sys.argv[2:]))' "$@"
+}
+
+case "$name" in
+    bwe-8k-16k)
+        corpora=(--speech)
+        data=$cache/datasets/speech16k
+        dataset=(--speech --out "$data")
+        train=(--task bwe-8k-16k --batch-size 16 --segment 4096 --val-items 96)
+        finetune=()
+        export=(--channels 1)
+        evals=(soxr) ;;
+    bwe-16k-48k|mp3-restore-48k)
+        corpora=(--speech --music)
+        data=$cache/datasets/music-speech48k-stereo
+        dataset=(--music --speech --rate 48000 --channels 2 --min-rate 44100 --min-band 17000
+                 --max-file 60 --out "$data")
+        task=$([ "$name" = bwe-16k-48k ] && echo bwe-16k-48k || echo mp3-48k)
+        train=(--task "$task" --batch-size 8 --segment 8160 --val-items 64)
+        finetune=(--task "$task" --batch-size 8 --segment 8160 --val-items 64 --lr 1e-3
+                  --warmup 50 --w-stft 1 --w-lsd 0)
+        if [ "$task" = mp3-48k ]; then finetune+=(--w-l1 100 --w-snr 0.05)
+        else finetune+=(--w-l1 30 --w-snr 0); fi
+        export=(--channels 2 --stereo lr)
+        if [ "$name" = bwe-16k-48k ]; then evals=(soxr); else evals=(mp3:64 mp3:96 mp3:128 mp3:192); fi ;;
+    *) echo "train-plugin: unknown plugin $name (bwe-8k-16k, bwe-16k-48k or mp3-restore-48k)" >&2
+       exit 2 ;;
+esac
+
+stamp "install corpora"
+scripts/install-corpora.sh "${corpora[@]}"
+
+stamp "build dataset $data"
+wavehost_cmd model.corpora "${dataset[@]}"
+
+stamp "train into $run"
+wavehost_cmd model.train --data "$data" --out "$run" --resume "${train[@]}" \
+    --minutes "${TRAIN_MINUTES:-45}" --epochs 40 --device "${TRAIN_DEVICE:-cpu}" \
+    --threads "${TRAIN_THREADS:-1}" --seed 0 --lr 3e-3 --warmup 100 \
+    --w-stft 1 --w-l1 30 --w-lsd 0 --w-snr 0 --val-every 200 --select val_loss
+
+best=$run/best.pt
+if [ ${#finetune[@]} -gt 0 ] && [ "${FT_MINUTES:-25}" != 0 ]; then
+    stamp "fine-tune into $run/ft"
+    if [ -e "$run/ft/last.pt" ]; then from=(--resume); else from=(--init "$run/best.pt"); fi
+    wavehost_cmd model.train --data "$data" --out "$run/ft" "${from[@]}" "${finetune[@]}" \
+        --minutes "${FT_MINUTES:-25}" --epochs 40 --device "${TRAIN_DEVICE:-cpu}" \
+        --threads "${TRAIN_THREADS:-1}" --seed 1 --val-every 200 --select val_loss
+    best=$run/ft/best.pt
+fi
+
+stamp "export $weights"
+wavehost_cmd model.export --checkpoint "$best" --out "$weights" --name "$name" "${export[@]}"
+
+for how in "${evals[@]}"; do
+    stamp "evaluate on the validation split ($how)"
+    wavehost_cmd model.evaluate --plugin "$weights" --data "$data" --out "$run/eval-${how/:/}" \
+        --degrade "$how" --no-progress ${EVAL_LIMIT:+--limit "$EVAL_LIMIT"}
+done
+
+stamp "done: $weights, reports in $run/eval-*/metrics.md"
