@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# wavehost's private audio server: PipeWire + WirePlumber + pipewire-pulse with mono null sinks.
+# wavehost's private audio server: PipeWire + WirePlumber + pipewire-pulse with null sinks
+# (mono by default; --channels 2 for stereo ones, e.g. system audio at 48 kHz).
 #
-#   scripts/audio-server.sh start [--rate HZ] [--sinks "call listener"] [--no-force-rate]
-#                                 [--quantum FRAMES]
+#   scripts/audio-server.sh start [--rate HZ] [--sinks "call listener"] [--channels 1|2]
+#                                 [--no-force-rate] [--quantum FRAMES]
 #   scripts/audio-server.sh stop
 #   scripts/audio-server.sh env            # prints `export VAR=...` lines:  eval "$(... env)"
 #   scripts/audio-server.sh status
@@ -27,6 +28,7 @@ RUN="$DIR/run"
 MARKER="$DIR/.wavehost-audio"
 RATE=48000
 SINKS="call listener"
+CHANNELS=1
 FORCE_RATE=1
 QUANTUM=256  # graph period, frames; pinned so clients joining or leaving do not make PipeWire
              # renegotiate it (measured here: xruns and 450 ms stalls in the other streams)
@@ -143,14 +145,16 @@ cmd_start() {
             --rate=*) RATE="${1#--rate=}"; EXPLICIT=1; shift ;;
             --sinks) SINKS="${2:?--sinks needs a list of names}"; EXPLICIT=1; shift 2 ;;
             --sinks=*) SINKS="${1#--sinks=}"; EXPLICIT=1; shift ;;
+            --channels) CHANNELS="${2:?--channels needs 1 or 2}"; EXPLICIT=1; shift 2 ;;
             --no-force-rate) FORCE_RATE=0; shift ;;
             --quantum) QUANTUM="${2:?--quantum needs a value in frames (0: let PipeWire choose)}"; shift 2 ;;
-            *) die "unknown option '$1' (start [--rate HZ] [--sinks \"call listener\"] [--no-force-rate] [--quantum FRAMES])" ;;
+            *) die "unknown option '$1' (start [--rate HZ] [--sinks \"call listener\"] [--channels 1|2] [--no-force-rate] [--quantum FRAMES])" ;;
         esac
     done
     [[ "$RATE" =~ ^[0-9]+$ ]] && ((RATE >= 8000 && RATE <= 384000)) \
         || die "--rate must be an integer in Hz between 8000 and 384000, got '$RATE'"
     [[ -n "${SINKS// /}" ]] || die "--sinks needs at least one name"
+    [[ "$CHANNELS" == 1 || "$CHANNELS" == 2 ]] || die "--channels must be 1 or 2, got '$CHANNELS'"
     local s
     for s in $SINKS; do
         [[ "$s" =~ ^[A-Za-z][A-Za-z0-9_-]*$ ]] || die "bad sink name '$s' (letters, digits, _ and -)"
@@ -158,11 +162,13 @@ cmd_start() {
 
     ((${#RUN} <= 90)) || die "WAVEHOST_AUDIO_DIR is too long for a unix socket path: '$DIR'"
     if is_running; then
-        local have_sinks have_rate
+        local have_sinks have_rate have_channels
         have_sinks="$(cat "$DIR/sinks")"
         have_rate="$(cat "$DIR/rate")"
-        if ((EXPLICIT)) && [[ "$(echo $SINKS)" != "$(echo $have_sinks)" || "$RATE" != "$have_rate" ]]; then
-            log "already running in $DIR with sinks '$have_sinks' at $have_rate Hz; kept as is" \
+        have_channels="$(cat "$DIR/channels" 2>/dev/null || echo 1)"
+        if ((EXPLICIT)) && [[ "$(echo $SINKS)" != "$(echo $have_sinks)" || "$RATE" != "$have_rate" \
+                               || "$CHANNELS" != "$have_channels" ]]; then
+            log "already running in $DIR with sinks '$have_sinks' ($have_channels channel(s)) at $have_rate Hz; kept as is" \
                 "(run '$0 stop' first to change them)"
         fi
         print_env
@@ -190,6 +196,7 @@ cmd_start() {
     rm -f "$DIR"/*.log
     echo "$SINKS" >"$DIR/sinks"
     echo "$RATE" >"$DIR/rate"
+    echo "$CHANNELS" >"$DIR/channels"
 
     server_env
     # Isolate from any user configuration and keep WirePlumber's restore state private.
@@ -218,8 +225,10 @@ cmd_start() {
     local props
     for s in $SINKS; do
         props="device.description=$s"
-        pactl load-module module-null-sink sink_name="$s" rate="$RATE" channels=1 \
-            channel_map=mono sink_properties="$props" >/dev/null \
+        local map=mono
+        ((CHANNELS == 2)) && map=front-left,front-right
+        pactl load-module module-null-sink sink_name="$s" rate="$RATE" channels="$CHANNELS" \
+            channel_map="$map" sink_properties="$props" >/dev/null \
             || { cmd_stop quiet; die "could not create null sink '$s'"; }
     done
     for s in $SINKS; do
@@ -267,7 +276,7 @@ cmd_stop() {
     rm -f "$DIR/pids"
     if [[ -f "$MARKER" ]]; then
         rm -rf "$RUN" "$DIR/state" "$DIR/config"
-        rm -f "$DIR/env" "$DIR/asound.conf" "$DIR/asound.conf.tmp" "$DIR/sinks" "$DIR/rate" \
+        rm -f "$DIR/env" "$DIR/asound.conf" "$DIR/asound.conf.tmp" "$DIR/sinks" "$DIR/rate" "$DIR/channels" \
             "$DIR"/*.log "$MARKER"
         rmdir "$DIR" 2>/dev/null || true
     fi
