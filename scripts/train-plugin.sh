@@ -10,14 +10,14 @@
 # 1. install the corpora (scripts/install-corpora.sh: Debian packages into the cache),
 # 2. build the cached segment set (wavehost_cmd model.corpora, idempotent),
 # 3. train (wavehost train = model.train) for a fixed budget, resuming RUN_DIR/last.pt if there
-#    is one (use a new RUN_DIR to start from scratch); the 48 kHz plugins then get a second,
-#    fine-tuning stage from RUN_DIR/best.pt into RUN_DIR/ft (lower learning rate; for MP3 a
-#    heavier waveform loss, so that near-transparent high-bitrate input is left alone),
+#    is one (use a new RUN_DIR to start from scratch); mp3-restore-48k then gets a second,
+#    fine-tuning stage from RUN_DIR/best.pt into RUN_DIR/ft (lower learning rate, a heavier
+#    waveform loss, so that near-transparent high-bitrate input is left alone),
 # 4. export the last stage's best.pt to model/weights/NAME.ts (+ .json),
 # 5. evaluate the plugin against its baselines on the validation split (RUN_DIR/eval*).
 #
 # Environment: WAVEHOST_CACHE (cache root, default ~/.cache/wavehost), TRAIN_MINUTES (default 45),
-# FT_MINUTES (the fine-tuning stage of the 48 kHz plugins, default 25; 0 skips it),
+# FT_MINUTES (the fine-tuning stage of mp3-restore-48k, default 25; 0 skips it),
 # TRAIN_THREADS (torch threads, default 1: on a 2-core machine shared with other work one thread
 # trains faster than two), TRAIN_DEVICE (cpu or cuda, default cpu), EVAL_LIMIT (evaluate N validation
 # segments spread evenly over the split; default all).
@@ -52,10 +52,11 @@ case "$name" in
                  --max-file 60 --out "$data")
         task=$([ "$name" = bwe-16k-48k ] && echo bwe-16k-48k || echo mp3-48k)
         train=(--task "$task" --batch-size 8 --segment 8160 --val-items 64)
-        finetune=(--task "$task" --batch-size 8 --segment 8160 --val-items 64 --lr 1e-3
-                  --warmup 50 --w-stft 1 --w-lsd 0)
-        if [ "$task" = mp3-48k ]; then finetune+=(--w-l1 100 --w-snr 0.05)
-        else finetune+=(--w-l1 30 --w-snr 0); fi
+        finetune=()
+        if [ "$task" = mp3-48k ]; then
+            finetune=(--task "$task" --batch-size 8 --segment 8160 --val-items 64 --lr 1e-3
+                      --warmup 50 --w-stft 1 --w-lsd 0 --w-l1 100 --w-snr 0.05)
+        fi
         export=(--channels 2 --stereo lr)
         if [ "$name" = bwe-16k-48k ]; then evals=(soxr); else evals=(mp3:64 mp3:96 mp3:128 mp3:192); fi ;;
     *) echo "train-plugin: unknown plugin $name (bwe-8k-16k, bwe-16k-48k or mp3-restore-48k)" >&2

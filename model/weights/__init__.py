@@ -24,3 +24,13 @@ def _shipped(filename: str) -> Path:
 def bwe_8k_16k() -> Path:
     """The 8 kHz -> 16 kHz speech bandwidth-extension plugin (``bwe-8k-16k.ts``)."""
     return _shipped("bwe-8k-16k.ts")
+
+
+def bwe_16k_48k() -> Path:
+    """The 16 kHz -> 48 kHz stereo bandwidth-extension plugin (``bwe-16k-48k.ts``)."""
+    return _shipped("bwe-16k-48k.ts")
+
+
+def mp3_restore_48k() -> Path:
+    """The 48 kHz stereo MP3 (low-bitrate) restoration plugin (``mp3-restore-48k.ts``)."""
+    return _shipped("mp3-restore-48k.ts")
