@@ -2,17 +2,19 @@
 --monitor`` restores it live with the shipped ``mp3-restore-48k`` plugin and plays it to the
 listener's sink.
 
-The sinks are made the way the README tells a user to (``pactl load-module module-null-sink``,
-48 kHz stereo) on the private audio server; the player is ``paplay`` decoding the bundled 64 kb/s
-MP3 clip. Checked: wavehost captured the decoded MP3 (correlation ≥ 0.99 with soundfile's decode
-of the same file, both channels), the live output equals an offline render of the live input
-sample for sample, the restored output puts energy back above the MP3's low-pass (16–20 kHz)
-that the input lacks, and what the listener sink received is the engine's output.
+The test brings up its own private audio server with two 48 kHz stereo sinks, ``music`` and
+``speakers``, with the project's script (as ``scripts/demo.sh --music`` does), so the session
+server of the other live tests keeps its graph; the player is ``paplay`` decoding the bundled
+64 kb/s MP3 clip. Checked: wavehost captured the decoded MP3 (correlation ≥ 0.99 with
+soundfile's decode of the same file, both channels), the live output equals an offline render of
+the live input sample for sample, the restored output puts energy back above the MP3's low-pass
+(16–20 kHz) that the input lacks, and what the listener sink received is the engine's output.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,12 +26,14 @@ import pytest
 import soundfile as sf
 from audio import aligned_correlation
 
+from bench.e2e import parse_exports
 from realtime.chain import Chain
 from realtime.loader import load_plugin
 from realtime.render import render
 
 REPO = Path(__file__).resolve().parents[2]
 CLIP = REPO / "realtime" / "data" / "music-64k.mp3"
+AUDIO_SERVER_SCRIPT = REPO / "scripts" / "audio-server.sh"
 RATE = 48000
 BLOCK = 256
 
@@ -43,33 +47,27 @@ def band_db(x: np.ndarray, lo: float, hi: float) -> float:
 
 
 @pytest.fixture
-def stereo_sinks(audio_server) -> Iterator[tuple[str, str]]:
-    """Two 48 kHz stereo null sinks, ``music`` and ``speakers``, unloaded afterwards."""
-    modules = []
-    for name in ("music", "speakers"):
-        res = subprocess.run(
-            ["pactl", "load-module", "module-null-sink", f"sink_name={name}", f"rate={RATE}",
-             "channels=2", "channel_map=front-left,front-right"],
-            capture_output=True, text=True, timeout=20, check=True,
-        )  # fmt: skip
-        modules.append(res.stdout.strip())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        sinks = subprocess.run(["pactl", "list", "short", "sinks"], capture_output=True, text=True)
-        if "music" in sinks.stdout and "speakers" in sinks.stdout:
-            break
-        time.sleep(0.1)
+def music_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A private audio server with 48 kHz stereo sinks ``music`` and ``speakers``; yields the
+    environment its clients need (stopped afterwards)."""
+    env = {**os.environ, "WAVEHOST_AUDIO_DIR": str(tmp_path_factory.mktemp("music-server"))}
+    script = ["bash", str(AUDIO_SERVER_SCRIPT)]
+    res = subprocess.run(
+        [*script, "start", "--rate", str(RATE), "--channels", "2", "--sinks", "music speakers"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    if res.returncode != 0:
+        pytest.fail(f"the audio server did not start: {res.stderr.strip()}")
+    env.update(parse_exports(res.stdout))
     try:
-        yield "music", "speakers"
+        yield env
     finally:
-        for m in modules:
-            subprocess.run(["pactl", "unload-module", m], capture_output=True, timeout=20)
+        subprocess.run([*script, "stop"], capture_output=True, timeout=30, env=env)
 
 
 @pytest.mark.live
-def test_mp3_played_into_a_sink_is_restored_live(audio_server, stereo_sinks, tmp_path):
-    music, speakers = stereo_sinks
-    audio_server.force_rate(RATE)
+def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path):
+    music, speakers, env = "music", "speakers", music_server
     decoded, sr = sf.read(CLIP, dtype="float32", always_2d=True)
     assert sr == RATE and decoded.shape[1] == 2
     seconds = len(decoded) / RATE
@@ -81,10 +79,11 @@ def test_mp3_played_into_a_sink_is_restored_live(audio_server, stereo_sinks, tmp
         "--duration", f"{seconds + 2.5:.2f}", "--record", str(out), "--record-input", str(inp),
         "--report", str(report), "--quiet",
     ]  # fmt: skip
-    host = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    host = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     rec = subprocess.Popen(
         ["parecord", f"--device={speakers}.monitor", f"--rate={RATE}", "--channels=2",
          "--format=float32le", "--file-format=wav", str(listener)],
+        env=env,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 30
@@ -92,8 +91,9 @@ def test_mp3_played_into_a_sink_is_restored_live(audio_server, stereo_sinks, tmp
             if host.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"wavehost run did not start: {line}{host.stderr.read()}")
         player = subprocess.run(
-            ["paplay", f"--device={music}", str(CLIP)], capture_output=True, text=True, timeout=60
-        )
+            ["paplay", f"--device={music}", str(CLIP)],
+            capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
         assert player.returncode == 0, player.stderr
         _, err = host.communicate(timeout=60)
     finally:
@@ -121,13 +121,18 @@ def test_mp3_played_into_a_sink_is_restored_live(audio_server, stereo_sinks, tmp
     n = len(live_out) - engine_lag
     np.testing.assert_array_equal(offline[:n], live_out[engine_lag:])
 
-    # restored: energy back above the MP3's low-pass, where the input is near silent
+    # restored: energy back above the MP3's low-pass, where the input is near silent; the median
+    # over 85 ms frames (a capture glitch, a broadband click in the input, spoils only its frame:
+    # some runs here show one about every 0.94 s, which PortAudio does not report as an overflow)
     lag = aligned_correlation(live_in[:, 0], decoded[RATE : 6 * RATE, 0])[0] - RATE
     start = max(lag, 0) + RATE // 2
+    frames = [slice(i, i + 4096) for i in range(start, start + 8 * RATE, 4096)]
+    gain_hf = np.median(
+        [band_db(live_out[f], 16000, 20000) - band_db(live_in[f], 16000, 20000) for f in frames]
+    )
     span = slice(start, start + 8 * RATE)
-    gain_hf = band_db(live_out[span], 16000, 20000) - band_db(live_in[span], 16000, 20000)
     gain_lf = band_db(live_out[span], 200, 4000) - band_db(live_in[span], 200, 4000)
-    assert gain_hf > 10.0 and abs(gain_lf) < 1.0, (gain_hf, gain_lf)
+    assert gain_hf > 20.0 and abs(gain_lf) < 1.0, (gain_hf, gain_lf)
 
     # the listener's sink received the engine output
     heard, _ = sf.read(listener, dtype="float32", always_2d=True)
