@@ -52,7 +52,7 @@ On-disk format (``out_dir``):
 Command line: ``python -m model.corpora --speech`` builds the 8 → 16 kHz speech set into
 ``$WAVEHOST_CACHE/datasets/speech16k`` (default cache ``~/.cache/wavehost``);
 ``python -m model.corpora --music --speech --rate 48000 --channels 2 --min-rate 44100 ...``
-the 48 kHz stereo set of issue 6 (see ``scripts/train-48k.sh``).
+the 48 kHz stereo set of issue 6 (see ``scripts/train-plugin.sh``).
 """
 
 from __future__ import annotations
@@ -550,6 +550,12 @@ def build_dataset(
     }
     (out / "manifest.json").write_text(json.dumps(data, indent=1))
     return Manifest(out, data)
+
+
+def spread_indices(n: int, k: int) -> list[int]:
+    """At most ``k`` indices of ``range(n)`` spread evenly from the first to the last (a split is
+    ordered by source, so a spread subset samples every source)."""
+    return np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int)).tolist()
 
 
 class SegmentDataset(torch.utils.data.Dataset):

@@ -50,11 +50,6 @@ class DegradeConfig:
     rate: int = RATE_WIDE
     factor: int = 2
 
-    @property
-    def rate_narrow(self) -> int:
-        """The narrowband output rate, Hz."""
-        return self.rate // self.factor
-
 
 BAND_8K = DegradeConfig()
 # 48 -> 16 kHz: a wideband call or a 16 kHz stream, no telephone band, no companding
@@ -250,6 +245,12 @@ def mp3_roundtrip(x: np.ndarray, rate: int, kbps: int, quality: int = 2) -> np.n
     return y[:, 0] if x.ndim == 1 else y
 
 
+def mp3_channels(x: np.ndarray, rate: int, kbps: int) -> np.ndarray:
+    """:func:`mp3_roundtrip` of a channel-first ``x`` (channels, time): the same shape back,
+    C-contiguous."""
+    return np.ascontiguousarray(mp3_roundtrip(x.T, rate, kbps).T)
+
+
 def degrade_mp3(
     x: torch.Tensor,
     rng: np.random.Generator | int | None = None,
@@ -260,5 +261,5 @@ def degrade_mp3(
     sample-aligned: each example coded at a bitrate drawn from ``kbps`` (joint stereo for two
     channels)."""
     gen = _generator(rng)
-    out = [mp3_roundtrip(ex.T.numpy(), rate, int(gen.choice(kbps))).T for ex in x.detach().cpu()]
-    return torch.from_numpy(np.ascontiguousarray(np.stack(out))).to(x.device)
+    out = [mp3_channels(ex.numpy(), rate, int(gen.choice(kbps))) for ex in x.detach().cpu()]
+    return torch.from_numpy(np.stack(out)).to(x.device)

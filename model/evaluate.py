@@ -43,8 +43,8 @@ import torch
 from tqdm import tqdm
 
 from model.baselines import BASELINES
-from model.corpora import AUDIO_SUFFIXES, CorpusError, Manifest, SegmentDataset
-from model.degrade import mp3_roundtrip
+from model.corpora import AUDIO_SUFFIXES, CorpusError, Manifest, SegmentDataset, spread_indices
+from model.degrade import mp3_channels
 from model.metrics import all_metrics, mean_over_files, power_spectrogram
 from model.tasks import TASKS
 from realtime.chain import Chain
@@ -79,10 +79,9 @@ def _references(data: Path, rate: int, limit: int | None) -> list[tuple[str, np.
             )
         if len(segments) == 0:
             raise EvalError(f"dataset {data} has no validation segments")
-        n = len(segments) if limit is None else min(limit, len(segments))
         # a limit takes segments evenly spread over the split (which is ordered by source)
-        picks = np.unique(np.linspace(0, len(segments) - 1, n).round().astype(int))
-        return [(f"val-{i:05d}", segments[int(i)].numpy()) for i in picks]
+        picks = spread_indices(len(segments), len(segments) if limit is None else limit)
+        return [(f"val-{i:05d}", segments[i].numpy()) for i in picks]
     paths = sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
     if not paths:
         raise EvalError(f"no audio files in {data} (looked for {' '.join(AUDIO_SUFFIXES)})")
@@ -137,7 +136,7 @@ def _degrade(
         raise EvalError(
             f"degradation {how} needs equal input and output rates, not {rate_in} -> {rate_out}"
         )
-    return np.ascontiguousarray(mp3_roundtrip(ref.T, rate_out, kbps).T)
+    return mp3_channels(ref, rate_out, kbps)
 
 
 def run_offline(plugin: LoadedPlugin, x: np.ndarray) -> np.ndarray:

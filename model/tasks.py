@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from model import baselines
-from model.degrade import BAND_8K, BAND_16K, degrade_band, degrade_mp3, mp3_roundtrip
+from model.degrade import BAND_8K, BAND_16K, degrade_band, degrade_mp3, mp3_channels
 
 VAL_KBPS = (64, 96, 128, 192)
 
@@ -42,8 +42,7 @@ def _val_resample(y: np.ndarray, index: int, rate_in: int, rate_out: int) -> np.
 
 
 def _val_mp3(y: np.ndarray, index: int, rate: int) -> np.ndarray:
-    kbps = VAL_KBPS[index % len(VAL_KBPS)]
-    return np.ascontiguousarray(mp3_roundtrip(y.T, rate, kbps).T)
+    return mp3_channels(y, rate, VAL_KBPS[index % len(VAL_KBPS)])
 
 
 @dataclass(frozen=True)

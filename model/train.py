@@ -45,7 +45,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from model import metrics
-from model.corpora import Manifest, SegmentDataset
+from model.corpora import Manifest, SegmentDataset, spread_indices
+from model.export import load_checkpoint
 from model.losses import BWELoss, LossConfig
 from model.tasks import TASKS, Task
 from model.unet import UNetConfig, WaveletUNet
@@ -220,8 +221,8 @@ def open_data(
     if n_val == 0:
         raise DataError(f"{root}: no validation segments")
     train = TrainPairs(train_wide, cfg.segment, cfg.seed, task, multiple)
-    keep = np.unique(np.linspace(0, n_val - 1, min(cfg.val_items, n_val)).round().astype(int))
-    return train, Subset(ValPairs(val_wide, task, multiple), keep.tolist())
+    keep = spread_indices(n_val, cfg.val_items)
+    return train, Subset(ValPairs(val_wide, task, multiple), keep)
 
 
 # ------------------------------------------------------------------------------------ training
@@ -489,13 +490,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.init is not None and (args.resume or args.config is not None):
         return _fail("--init takes the network from the checkpoint: no --resume or --config")
-    init: dict[str, Any] | None = None
+    init: WaveletUNet | None = None
     if args.init is not None:
         try:
-            init = torch.load(args.init, map_location="cpu", weights_only=True)
-            UNetConfig.from_dict(init["config"])
-        except Exception as err:
-            return _fail(f"--init {args.init}: not a wavehost checkpoint ({err})")
+            init = load_checkpoint(args.init)
+        except ValueError as err:
+            return _fail(f"--init: {err}")
     if args.resume and last_path.exists():
         try:
             ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
@@ -522,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
                                 w_log_mag=args.w_log_mag),
             )  # fmt: skip
             net_cfg = (
-                UNetConfig.from_dict(init["config"])
+                init.config
                 if init is not None
                 else _net_config(args.config or args.task, TASKS[args.task])
             )
@@ -535,10 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.epochs is not None:
             cfg.epochs = args.epochs
         seed_everything(cfg.seed)
-        net = WaveletUNet(net_cfg)
-        if init is not None:
-            net.load_state_dict(init["model"])
-        net = net.to(device)
+        net = (init if init is not None else WaveletUNet(net_cfg)).to(device)
         multiple = net_cfg.ratio * net_cfg.block_multiple
         train_set, val_set = open_data(args.data, cfg, task, multiple)
     except DataError as err:
