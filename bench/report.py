@@ -116,6 +116,14 @@ def latency_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _save(fig: plt.Figure, path: Path) -> Path:
+    """Lay out, write ``fig`` to ``path`` at the reports' resolution, close it; return ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+    return path
+
+
 def plot_cdfs(report: dict[str, Any], path: Path, threads: int = 1) -> Path:
     """Latency CDF (path time per block) per block size, one panel each, per rate a line style."""
     rows = [r for r in report["rows"] if r["threads"] == threads and "_times" in r]
@@ -153,10 +161,7 @@ def plot_cdfs(report: dict[str, Any], path: Path, threads: int = 1) -> Path:
         f"{report['machine']['kind']}: latency CDF, {threads} thread(s); black lines: block budget",
         fontsize=9,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_block_times(report: dict[str, Any], path: Path, threads: int = 1) -> Path:
@@ -185,10 +190,7 @@ def plot_block_times(report: dict[str, Any], path: Path, threads: int = 1) -> Pa
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3, which="both")
     axes[0][-1].legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_latency(report: dict[str, Any], out: Path) -> list[Path]:
@@ -265,10 +267,7 @@ def plot_correlation(report: dict[str, Any], path: Path) -> Path:
         ax.tick_params(labelsize=7)
         ax.legend(fontsize=6)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=DPI)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def write_e2e(report: dict[str, Any], out: Path) -> list[Path]:

@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from audio import aligned_correlation
+from spectrum import band_db
 
 from bench.e2e import parse_exports
 from realtime.chain import Chain
@@ -38,14 +39,6 @@ CLIP = REPO / "realtime" / "data" / "music-64k.mp3"
 AUDIO_SERVER_SCRIPT = REPO / "scripts" / "audio-server.sh"
 RATE = 48000
 BLOCK = 256
-
-
-def band_db(x: np.ndarray, lo: float, hi: float) -> float:
-    """Mean power (dB) of the mono mix of ``x`` (time, channels) in ``lo``–``hi`` Hz."""
-    mono = x.mean(axis=1)
-    spec = np.abs(np.fft.rfft(mono * np.hanning(len(mono)))) ** 2
-    freqs = np.fft.rfftfreq(len(mono), 1 / RATE)
-    return float(10 * np.log10(spec[(freqs >= lo) & (freqs < hi)].mean() + 1e-30))
 
 
 @pytest.fixture
@@ -121,8 +114,11 @@ def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path):
     start = max(lag, 0) + RATE // 2
     frames = [slice(i, i + 4096) for i in range(start, start + 8 * RATE, 4096)]
     gain_hf = np.median(
-        [band_db(live_out[f], 16000, 20000) - band_db(live_in[f], 16000, 20000) for f in frames]
+        [
+            band_db(live_out[f], RATE, 16000, 20000) - band_db(live_in[f], RATE, 16000, 20000)
+            for f in frames
+        ]
     )
     span = slice(start, start + 8 * RATE)
-    gain_lf = band_db(live_out[span], 200, 4000) - band_db(live_in[span], 200, 4000)
+    gain_lf = band_db(live_out[span], RATE, 200, 4000) - band_db(live_in[span], RATE, 200, 4000)
     assert gain_hf > 20.0 and abs(gain_lf) < 1.0, (gain_hf, gain_lf)

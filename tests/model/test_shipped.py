@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 import soxr
 import torch
+from spectrum import band_db
 
 from model import weights
 from model.unet import UNetConfig, WaveletUNet
@@ -30,14 +30,6 @@ SHIPPED = {  # name: (rate in, rate out, channels)
     "bwe-16k-48k": (16000, 48000, 2),
     "mp3-restore-48k": (48000, 48000, 2),
 }
-
-
-def band_db(x: np.ndarray, rate: int, lo: float, hi: float) -> float:
-    """Mean power (dB) of ``x`` (time, channels), channels mixed, in ``lo``–``hi`` Hz."""
-    mono = x.mean(axis=1)
-    spec = np.abs(np.fft.rfft(mono * np.hanning(len(mono)))) ** 2
-    freqs = np.fft.rfftfreq(len(mono), 1 / rate)
-    return float(10 * np.log10(spec[(freqs >= lo) & (freqs < hi)].mean() + 1e-30))
 
 
 @pytest.mark.parametrize("name", SHIPPED)
