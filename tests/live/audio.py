@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
+
 import numpy as np
+import pytest
 
 
 def known_signal(rate: int, seconds: float, seed: int = 0) -> np.ndarray:
@@ -40,3 +44,17 @@ def aligned_correlation(y: np.ndarray, x: np.ndarray) -> tuple[int, float, float
         if np.std(b) > 1e-3:
             worst = min(worst, float(np.corrcoef(a, b)[0, 1]))
     return lag, overall, worst, bool(np.array_equal(seg, ref))
+
+
+def wait_for_start(host: subprocess.Popen) -> None:
+    """Return once ``wavehost run`` has said its stream is up (its first stderr line), plus
+    0.3 s for the server to link its streams."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        line = host.stderr.readline()
+        if "Ctrl-C stops" in line:
+            time.sleep(0.3)
+            return
+        if host.poll() is not None:
+            pytest.fail(f"wavehost run exited early: {line}{host.stderr.read()}")
+    pytest.fail("wavehost run did not start within 30 s")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from audio import aligned_correlation, known_signal
+from audio import aligned_correlation, known_signal, wait_for_start
 from plugins import Fir
 
 from realtime.chain import Chain
@@ -128,7 +128,7 @@ def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
     ]
     host = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for_start(host)
+        wait_for_start(host)
         rec = PlayRecord(x, rate, audio_server.call, audio_server.listener).run()
         _, err = host.communicate(timeout=60)
     finally:
@@ -172,19 +172,6 @@ def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
     engine_lag = round(lat["reblock"] + lat["resample"] + lat["plugin"])
     n = len(live_out) - engine_lag
     np.testing.assert_array_equal(offline[:n], live_out[engine_lag:])
-
-
-def _wait_for_start(host: subprocess.Popen) -> None:
-    """Return once ``wavehost run`` has said its stream is up (its first stderr line)."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        line = host.stderr.readline()
-        if "Ctrl-C stops" in line:
-            time.sleep(0.3)
-            return
-        if host.poll() is not None:
-            pytest.fail(f"wavehost run exited early: {line}{host.stderr.read()}")
-    pytest.fail("wavehost run did not start within 30 s")
 
 
 @pytest.mark.live
