@@ -169,11 +169,11 @@ class DevicePlugin:
                 f"{self.info.name} on {self.device} runs batch {self.batch}, got {x.size(0)}"
             )
         if x.size(-1) != self.block:
-            with torch.cuda.stream(self._stream), torch.no_grad():
+            with torch.cuda.stream(self._stream), torch.inference_mode():
                 return self.module(x.to(self.device)).cpu()
         if x is not self.host_input:
             self.host_input.copy_(x)
-        with torch.cuda.stream(self._stream), torch.no_grad():
+        with torch.cuda.stream(self._stream), torch.inference_mode():
             if self._dev_in is not self.host_input:
                 self._dev_in.copy_(self.host_input, non_blocking=True)
             if self._graph is None:
@@ -190,7 +190,7 @@ class DevicePlugin:
 
     def reset(self) -> None:
         """Clear the plugin's streaming state (in place)."""
-        with torch.cuda.stream(self._stream), torch.no_grad():
+        with torch.cuda.stream(self._stream), torch.inference_mode():
             self.module.reset()
 
     def reset_rows(self, rows: Tensor) -> None:
@@ -199,12 +199,12 @@ class DevicePlugin:
         if not self.info.batch_reset:
             raise PluginError(f"plugin {self.info.name} has no reset_rows(): cannot reset one row")
         rows = torch.as_tensor(rows, dtype=torch.int64)
-        with torch.cuda.stream(self._stream), torch.no_grad():
+        with torch.cuda.stream(self._stream), torch.inference_mode():
             self.module.reset_rows(rows.to(self.device))
 
     def set_parameter(self, name: str, value: float) -> None:
         """Set a parameter on the device copy (ordered with the blocks on its stream)."""
-        with torch.cuda.stream(self._stream), torch.no_grad():
+        with torch.cuda.stream(self._stream), torch.inference_mode():
             self.module.set_parameter(name, float(value))
 
     def _warm_up(self) -> None:
@@ -217,7 +217,7 @@ class DevicePlugin:
         graph = torch.cuda.CUDAGraph()
         try:
             with (
-                torch.no_grad(),
+                torch.inference_mode(),
                 torch.cuda.graph(graph, stream=self._stream, capture_error_mode="thread_local"),
             ):
                 self._dev_out = self.module(self._dev_in)

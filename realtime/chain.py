@@ -73,8 +73,8 @@ class Stage:
         self._bypass.reset()
 
     def step(self, x: np.ndarray) -> np.ndarray:
-        """``x`` ``(k·block, channels)`` → ``(k·block·ratio, channels)``; runs with autograd
-        off (the caller's job, see :meth:`Chain.step`)."""
+        """``x`` ``(k·block, channels)`` → ``(k·block·ratio, channels)``; runs in inference
+        mode (the caller's job, see :meth:`Chain.step`)."""
         if self.health.bypassed:
             return self._bypass.process(x)
         try:
@@ -151,11 +151,10 @@ class Chain:
     def step(self, x: np.ndarray) -> np.ndarray:
         """Process ``x`` ``(k·block, channels)``; returns ``(k·block·ratio, channels)``, a view
         valid until the next call."""
-        grad = torch.is_grad_enabled()
-        torch._C._set_grad_enabled(False)  # the context manager costs ~2 µs a block
+        guard = torch._C._InferenceMode(True)  # 0.4 µs; the context manager costs 1.4 µs
         try:
             for stage in self.stages:
                 x = stage.step(x)
         finally:
-            torch._C._set_grad_enabled(grad)
+            del guard
         return x

@@ -29,6 +29,9 @@ parameter_default   list[float]
 and the methods ``forward(x) -> y`` with ``x`` of shape ``(batch, channels, time)`` float32 at
 ``sample_rate_in`` and ``y`` of shape ``(batch, channels, time * sample_rate_out //
 sample_rate_in)``, ``reset()`` (clear the streaming state) and ``set_parameter(name, value)``.
+The host calls all three in ``torch.inference_mode`` (cheaper per call than ``no_grad``), so a
+tensor a plugin creates there is an inference tensor: keep state in buffers updated in place, or
+create it in one of these calls, never from outside the host.
 
 Optional, for serving many streams with one instance (:mod:`realtime.multistream`) and for CUDA
 graphs (:mod:`realtime.accel`); a plugin without them loads and runs as before:

@@ -29,12 +29,12 @@ class LoadedPlugin:
 
     def process(self, x: torch.Tensor) -> torch.Tensor:
         """Run one step: ``x`` ``(batch, channels, time)`` at the input rate."""
-        with torch.no_grad():  # not inference_mode: plugins keep tensors as state
+        with torch.inference_mode():
             return self.module(x)
 
     def reset(self) -> None:
         """Clear the plugin's streaming state."""
-        with torch.no_grad():
+        with torch.inference_mode():
             self.module.reset()
 
     def set_parameter(self, name: str, value: float) -> None:
@@ -47,7 +47,8 @@ class LoadedPlugin:
             raise PluginError(
                 f"plugin {self.info.name}: parameter {name}={value} outside [{lo}, {hi}]"
             )
-        self.module.set_parameter(name, float(value))
+        with torch.inference_mode():
+            self.module.set_parameter(name, float(value))
 
 
 def available_plugins() -> list[str]:
