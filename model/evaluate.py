@@ -1,6 +1,7 @@
 """``wavehost eval``: a plugin's quality against the sinc and cubic-spline baselines.
 
     wavehost eval --plugin P --data DIR [--out DIR] [--limit N] [--degrade soxr|mix|mp3:KBPS]
+                  [--split val|train] [--mix-sweep M1,M2,...]
 
 ``DIR`` holds wideband reference files (any format soundfile reads, searched recursively; files
 above the plugin's output rate are resampled to it with soxr VHQ, files below it are refused) or
@@ -23,6 +24,10 @@ of :mod:`model.metrics` (LSD log10 frequency first, Hann 2048 / hop 512 at the o
 above the input's Nyquist frequency; SNR; SI-SDR), per file (per channel, averaged), then the mean
 over files. Writes ``metrics.md`` (also printed), ``metrics.json`` and ``spectrograms.png``
 (input / plugin output / reference of the first file) to ``--out``.
+
+``--mix-sweep`` runs the plugin once per value of its ``mix`` parameter (``dry + mix * residual``)
+and picks the one to ship (:func:`choose_mix`); run it on the training split (``--split train``)
+so the validation figures stay unseen.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict
 from fractions import Fraction
 from pathlib import Path
@@ -63,14 +69,17 @@ class EvalError(Exception):
     """Bad evaluation input. The message is one line."""
 
 
-def _references(data: Path, rate: int, limit: int | None) -> list[tuple[str, np.ndarray]]:
-    """``(name, reference (channels, time) at rate Hz)`` for each file of ``data``."""
+def _references(
+    data: Path, rate: int, limit: int | None, split: str = "val"
+) -> list[tuple[str, np.ndarray]]:
+    """``(name, reference (channels, time) at rate Hz)`` for each file of ``data`` (a dataset:
+    the segments of ``split``)."""
     if not data.is_dir():
         raise EvalError(f"data folder {data} does not exist")
     if (data / "manifest.json").is_file():
         try:
             manifest = Manifest.load(data)
-            segments = SegmentDataset(manifest, "val")
+            segments = SegmentDataset(manifest, split)
         except CorpusError as exc:
             raise EvalError(str(exc)) from None
         if manifest.rate != rate:
@@ -78,10 +87,10 @@ def _references(data: Path, rate: int, limit: int | None) -> list[tuple[str, np.
                 f"dataset {data} is at {manifest.rate} Hz, the plugin outputs {rate} Hz"
             )
         if len(segments) == 0:
-            raise EvalError(f"dataset {data} has no validation segments")
+            raise EvalError(f"dataset {data} has no {split} segments")
         # a limit takes segments evenly spread over the split (which is ordered by source)
         picks = spread_indices(len(segments), len(segments) if limit is None else limit)
-        return [(f"val-{i:05d}", segments[i].numpy()) for i in picks]
+        return [(f"{split}-{i:05d}", segments[i].numpy()) for i in picks]
     paths = sorted(p for p in data.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
     if not paths:
         raise EvalError(f"no audio files in {data} (looked for {' '.join(AUDIO_SUFFIXES)})")
@@ -225,6 +234,25 @@ def _plot(
     plt.close(fig)
 
 
+SNR_SPARE_DB = 0.4  # choose_mix: the SNR a mix may lose to the sinc baseline
+
+
+def choose_mix(means: dict[str, dict[str, float]], mixes: Sequence[float]) -> float:
+    """The ``mix`` to ship from a sweep's mean metrics (rows ``mix_row(m)``): the lowest LSD
+    among the values whose SNR is at most :data:`SNR_SPARE_DB` below the sinc baseline's (the
+    bandwidth-extension issue allows 0.5 dB), or the highest-SNR value if none is."""
+    floor = means["sinc"]["snr"] - SNR_SPARE_DB
+    ok = [m for m in mixes if means[mix_row(m)]["snr"] >= floor]
+    if not ok:
+        return max(mixes, key=lambda m: means[mix_row(m)]["snr"])
+    return min(ok, key=lambda m: means[mix_row(m)]["lsd"])
+
+
+def mix_row(mix: float) -> str:
+    """The table row of the plugin run at parameter ``mix``."""
+    return f"plugin, mix {mix:.2f}"
+
+
 def evaluate(
     plugin: LoadedPlugin,
     data: Path,
@@ -233,26 +261,41 @@ def evaluate(
     limit: int | None = None,
     degrade: str = "soxr",
     seed: int = 0,
+    split: str = "val",
+    mixes: Sequence[float] = (),
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate ``plugin`` on ``data``; write the reports to ``out``; return the JSON dict."""
+    """Evaluate ``plugin`` on ``data`` (a dataset: its ``split`` segments); write the reports to
+    ``out``; return the JSON dict. ``mixes``: run the plugin at each of these ``mix`` values
+    instead of as loaded, and report :func:`choose_mix`'s pick as ``"chosen_mix"``."""
     info = plugin.info
+    if mixes and ("mix" not in info.parameters or degrade != "soxr"):
+        raise EvalError(
+            f"--mix-sweep needs a plugin with a mix parameter ({info.name} has "
+            f"{', '.join(info.parameters) or 'none'}) and --degrade soxr"
+        )
     rate_in, rate = info.sample_rate_in, info.sample_rate_out
     if degrade not in ("soxr", "mix") and not (
         degrade.startswith("mp3:") and degrade[4:].isdigit()
     ):
         raise EvalError(f"unknown degradation {degrade!r} (use soxr, mix or mp3:KBPS)")
-    refs = _references(data, rate, limit)
+    refs = _references(data, rate, limit, split)
     step = Fraction(rate, rate_in).numerator  # reference samples per whole input sample
-    systems = ["plugin", *(["mp3"] if degrade.startswith("mp3:") else BASELINES)]
+    runs = [mix_row(m) for m in mixes] or ["plugin"]
+    systems = [*runs, *(["mp3"] if degrade.startswith("mp3:") else BASELINES)]
     files = []
     out.mkdir(parents=True, exist_ok=True)
     for i, (name, ref) in enumerate(tqdm(refs, desc="eval", unit="file", disable=not progress)):
         ref = _channels(ref, info.channels)
         ref = ref[:, : ref.shape[-1] // step * step].astype(np.float32)
         x = _degrade(ref, rate_in, rate, degrade, seed=(seed, i))
-        outputs = {"plugin": run_offline(plugin, x)}
-        for system in systems[1:]:
+        outputs = {}
+        for m in mixes:
+            plugin.set_parameter("mix", m)
+            outputs[mix_row(m)] = run_offline(plugin, x)
+        if not mixes:
+            outputs["plugin"] = run_offline(plugin, x)
+        for system in systems[len(runs) :]:
             outputs[system] = (
                 x if system == "mp3" else np.stack([BASELINES[system](c, rate_in, rate) for c in x])
             )
@@ -264,18 +307,26 @@ def evaluate(
             }
         )
         if i == 0:
-            _plot(out / "spectrograms.png", x[0], outputs["plugin"][0], ref[0], rate_in, rate)
+            _plot(out / "spectrograms.png", x[0], outputs[runs[-1]][0], ref[0], rate_in, rate)
+    if mixes:
+        plugin.set_parameter("mix", info.parameters["mix"][2])  # back to its default
     means = {s: mean_over_files([f["metrics"][s] for f in files]) for s in systems}
     title = (
-        f"{info.name}: {len(files)} files from {data}, {rate_in} -> {rate} Hz, "
+        f"{info.name}: {len(files)} files from {data}"
+        f"{' (' + split + ' split)' if split != 'val' else ''}, {rate_in} -> {rate} Hz, "
         f"degradation {degrade}"
     )
     table = _markdown(means, title)
+    chosen = choose_mix(means, mixes) if mixes else None
+    if chosen is not None:
+        table += f"\n\nchosen mix: {chosen:.2f} (lowest LSD with SNR >= sinc - {SNR_SPARE_DB} dB)"
     report = {
         "plugin": asdict(info),
         "data": str(data),
         "degradation": degrade,
         "seed": seed,
+        "split": split,
+        "chosen_mix": chosen,
         "convention": CONVENTION,
         "mean": means,
         "files": files,
@@ -311,10 +362,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--degrade", default="soxr", help="soxr (default), mix or mp3:KBPS")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--split", choices=("val", "train"), default="val", help="a dataset's split (default val)"
+    )
+    p.add_argument(
+        "--mix-sweep",
+        help="comma-separated values of the plugin's mix parameter to compare and choose from "
+        "(e.g. 0.5,0.6,0.7,0.8,0.9,1); use with --split train",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be at least 1")
+    try:
+        mixes = [float(m) for m in args.mix_sweep.split(",")] if args.mix_sweep else []
+    except ValueError:
+        p.error(f"--mix-sweep needs comma-separated numbers, got {args.mix_sweep!r}")
+    if any(not 0.0 <= m <= 1.0 for m in mixes):
+        p.error(f"--mix-sweep values must lie in [0, 1], got {args.mix_sweep!r}")
     try:
         plugin = load_plugin(args.plugin)
         out = args.out or Path("eval") / Path(plugin.info.name).stem
@@ -325,6 +390,8 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit,
             degrade=args.degrade,
             seed=args.seed,
+            split=args.split,
+            mixes=mixes,
             progress=not args.no_progress,
         )
     except (EvalError, PluginError) as exc:

@@ -58,10 +58,14 @@ class UNetPlugin(nn.Module):
     into left and right after.
     """
 
-    def __init__(self, net: WaveletUNet, channels: int = 1, stereo: str = "lr") -> None:
+    def __init__(
+        self, net: WaveletUNet, channels: int = 1, stereo: str = "lr", mix: float = 1.0
+    ) -> None:
         super().__init__()
         if channels not in (1, 2):
             raise ValueError(f"channels must be 1 or 2, not {channels}")
+        if not 0.0 <= mix <= 1.0:
+            raise ValueError(f"mix must lie in [0, 1], not {mix}")
         if stereo not in STEREO_MODES:
             raise ValueError(f"stereo mode must be one of {STEREO_MODES}, not {stereo!r}")
         cfg = net.config
@@ -76,8 +80,8 @@ class UNetPlugin(nn.Module):
         self.parameter_names = ["mix"]
         self.parameter_min = [0.0]
         self.parameter_max = [1.0]
-        self.parameter_default = [1.0]
-        self.register_buffer("mix", torch.ones(1))
+        self.parameter_default = [mix]
+        self.register_buffer("mix", torch.full((1,), mix))
 
     def forward(self, x: Tensor) -> Tensor:
         batch, time = x.size(0), x.size(2)
@@ -110,25 +114,32 @@ class UNetPlugin(nn.Module):
 
 
 def script_plugin(
-    net: WaveletUNet, channels: int = 1, stereo: str = "lr"
+    net: WaveletUNet, channels: int = 1, stereo: str = "lr", mix: float = 1.0
 ) -> torch.jit.ScriptModule:
     """The scripted, frozen CPU plugin module for (a copy of) ``net`` (weights folded, caches
-    kept as mutable buffers); ``channels`` and ``stereo`` as in :class:`UNetPlugin`."""
+    kept as mutable buffers); ``channels``, ``stereo`` and the default ``mix`` as in
+    :class:`UNetPlugin`."""
     with _quiet_torchscript():
-        module = UNetPlugin(copy.deepcopy(net).cpu().eval(), channels, stereo)
+        module = UNetPlugin(copy.deepcopy(net).cpu().eval(), channels, stereo, mix)
         plugin = torch.jit.script(module.eval())
         keep = [*_CONTRACT_ATTRS, "reset", "reset_rows", "set_parameter"]
         return torch.jit.freeze(plugin, preserved_attrs=keep)
 
 
 def export_plugin(
-    net: WaveletUNet, path: str | Path, *, name: str, channels: int = 1, stereo: str = "lr"
+    net: WaveletUNet,
+    path: str | Path,
+    *,
+    name: str,
+    channels: int = 1,
+    stereo: str = "lr",
+    mix: float = 1.0,
 ) -> Path:
     """Write ``net`` as a TorchScript plugin to ``path`` plus a JSON sidecar (``.json``);
-    ``channels`` and ``stereo`` as in :class:`UNetPlugin`."""
+    ``channels``, ``stereo`` and the default ``mix`` as in :class:`UNetPlugin`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    plugin = script_plugin(net, channels, stereo)
+    plugin = script_plugin(net, channels, stereo, mix)
     with _quiet_torchscript():
         torch.jit.save(plugin, str(path))
     meta = {
@@ -190,14 +201,25 @@ def main(argv: list[str] | None = None) -> int:
         default="lr",
         help="stereo as left/right or mid/side batch rows (default lr)",
     )
+    parser.add_argument(
+        "--mix",
+        type=float,
+        default=1.0,
+        help="default of the plugin's mix parameter, dry + mix * residual (default 1; "
+        "wavehost eval --mix-sweep chooses one)",
+    )
     args = parser.parse_args(argv)
+    if not 0.0 <= args.mix <= 1.0:
+        parser.error(f"--mix must lie in [0, 1], got {args.mix}")
     try:
         net = load_checkpoint(args.checkpoint)
     except ValueError as err:
         print(f"wavehost export: error: {err}", file=sys.stderr)
         return 2
     name = args.name or Path(args.out).stem
-    out = export_plugin(net, args.out, name=name, channels=args.channels, stereo=args.stereo)
+    out = export_plugin(
+        net, args.out, name=name, channels=args.channels, stereo=args.stereo, mix=args.mix
+    )
     print(f"wrote {out} (latency {net.latency_samples()} samples at {net.config.rate_out} Hz)")
     return 0
 

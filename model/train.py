@@ -53,11 +53,11 @@ from model.unet import UNetConfig, WaveletUNet
 
 PROG = "wavehost train"
 PRESETS: dict[str, dict[str, Any]] = {
-    # the shipped 8 -> 16 kHz speech model: 3 levels (16, 32, 64 channels), kernel 3, lookahead 14,
-    # latency 64 samples; as cheap per block as model/unet.py's defaults (2 levels, lookahead 42)
-    # but it learned much faster in the pilot runs (TRAINING.md)
+    # the shipped 8 -> 16 kHz speech model: 3 levels (16, 32, 64 channels), kernel 3, windowed-sinc
+    # base (6 zero crossings, delay 11), lookahead 4: latency 64 samples; as cheap per block as
+    # model/unet.py's defaults but it learned much faster in the pilot runs (TRAINING.md)
     "bwe-8k-16k": UNetConfig(
-        levels=3, base_channels=16, growth=2.0, kernel_size=3, lookahead=14
+        levels=3, base_channels=16, growth=2.0, kernel_size=3, lookahead=4, interp_zeros=6
     ).to_dict(),
     "unet-default": UNetConfig().to_dict(),  # model/unet.py's defaults
     # issue 6, 48 kHz (see model/weights/TRAINING.md): 4 levels of db4 (alignment 105 samples)

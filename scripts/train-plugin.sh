@@ -13,7 +13,9 @@
 #    is one (use a new RUN_DIR to start from scratch); mp3-restore-48k then gets a second,
 #    fine-tuning stage from RUN_DIR/best.pt into RUN_DIR/ft (lower learning rate, a heavier
 #    waveform loss, so that near-transparent high-bitrate input is left alone),
-# 4. export the last stage's best.pt to model/weights/NAME.ts (+ .json),
+# 4. export the last stage's best.pt to model/weights/NAME.ts (+ .json); for the bandwidth
+#    extension plugins, first choose the default of the plugin's mix parameter on the training
+#    split (wavehost eval --mix-sweep, RUN_DIR/mix-sweep) and export with it,
 # 5. evaluate the plugin against its baselines on the validation split (RUN_DIR/eval*).
 #
 # Environment: WAVEHOST_CACHE (cache root, default ~/.cache/wavehost), TRAIN_MINUTES (default 45),
@@ -44,6 +46,7 @@ case "$name" in
         train=(--task bwe-8k-16k --batch-size 16 --segment 4096 --val-items 96)
         finetune=()
         export=(--channels 1)
+        calibrate=1
         evals=(soxr) ;;
     bwe-16k-48k|mp3-restore-48k)
         corpora=(--speech --music)
@@ -58,6 +61,7 @@ case "$name" in
                       --warmup 50 --w-stft 1 --w-lsd 0 --w-l1 100 --w-snr 0.05)
         fi
         export=(--channels 2 --stereo lr)
+        calibrate=0
         if [ "$name" = bwe-16k-48k ]; then evals=(soxr); else evals=(mp3:64 mp3:96 mp3:128 mp3:192); fi ;;
     *) echo "train-plugin: unknown plugin $name (bwe-8k-16k, bwe-16k-48k or mp3-restore-48k)" >&2
        exit 2 ;;
@@ -87,6 +91,15 @@ fi
 
 stamp "export $weights"
 wavehost_cmd model.export --checkpoint "$best" --out "$weights" --name "$name" "${export[@]}"
+if ((calibrate)); then
+    stamp "choose the mix on the training split"
+    wavehost_cmd model.evaluate --plugin "$weights" --data "$data" --out "$run/mix-sweep" \
+        --split train --limit 96 --mix-sweep 0.4,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.9,1 --no-progress
+    mix=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["chosen_mix"])' \
+        "$run/mix-sweep/metrics.json")
+    wavehost_cmd model.export --checkpoint "$best" --out "$weights" --name "$name" "${export[@]}" \
+        --mix "$mix"
+fi
 
 for how in "${evals[@]}"; do
     stamp "evaluate on the validation split ($how)"

@@ -15,8 +15,11 @@ from torch import nn
 
 from model.baselines import cubic_spline, sinc
 from model.corpora import SegmentDataset, build_dataset
-from model.evaluate import main
+from model.evaluate import choose_mix, main, mix_row
+from model.export import export_plugin
 from model.metrics import all_metrics, mean_over_files
+from model.unet import UNetConfig, WaveletUNet
+from realtime.loader import load_plugin
 
 DELAY = 5  # output samples
 
@@ -134,7 +137,8 @@ def test_eval_reports_match_direct_metrics(
     assert report["plugin"]["latency"] == DELAY
 
 
-def test_eval_on_dataset_validation_split(plugin: str, tmp_path: Path) -> None:
+def tiny_dataset(tmp_path: Path) -> Path:
+    """A 16 kHz segment set (model.corpora) of 4 noise 'speakers', one in the validation split."""
     corpus = tmp_path / "corpus"
     for spk in "ABCD":
         (corpus / spk).mkdir(parents=True)
@@ -151,6 +155,11 @@ def test_eval_on_dataset_validation_split(plugin: str, tmp_path: Path) -> None:
         seed=0,
         progress=False,
     )
+    return tmp_path / "ds"
+
+
+def test_eval_on_dataset_validation_split(plugin: str, tmp_path: Path) -> None:
+    tiny_dataset(tmp_path)
     out = tmp_path / "out"
     args = [
         "--plugin",
@@ -227,3 +236,54 @@ def test_eval_mp3_baseline_is_the_decoded_mp3(tmp_path: Path) -> None:
     assert set(mean) == {"plugin", "mp3"}
     assert mean["plugin"] == mean["mp3"] and mean["mp3"]["lsd_hf"] == "nan"
     assert 5.0 < mean["mp3"]["snr"] < 60.0
+
+
+def test_choose_mix_takes_the_lowest_lsd_within_the_snr_allowance() -> None:
+    def row(lsd: float, snr: float) -> dict[str, float]:
+        return {"lsd": lsd, "snr": snr}
+
+    means = {
+        "sinc": row(5.0, 18.0),
+        mix_row(0.5): row(1.10, 17.8),
+        mix_row(0.7): row(1.00, 17.7),
+        mix_row(1.0): row(0.95, 17.0),  # best LSD, but 1 dB below sinc
+    }
+    assert choose_mix(means, [0.5, 0.7, 1.0]) == 0.7
+    means["sinc"] = row(5.0, 19.0)  # nothing within 0.4 dB: the highest SNR
+    assert choose_mix(means, [0.5, 0.7, 1.0]) == 0.5
+
+
+def test_mix_sweep_on_the_training_split_and_export_with_the_choice(tmp_path: Path) -> None:
+    data = tiny_dataset(tmp_path)
+    net = WaveletUNet(UNetConfig(levels=2, base_channels=4, lookahead=5))
+    gen = torch.Generator().manual_seed(0)
+    for p in net.parameters():
+        nn.init.normal_(p, std=0.3, generator=gen)
+    plain = export_plugin(net, tmp_path / "bwe.ts", name="bwe")
+    sweep = tmp_path / "sweep"
+    args = ["--plugin", str(plain), "--data", str(data), "--no-progress", "--limit", "3"]
+    assert main([*args, "--out", str(sweep), "--split", "train", "--mix-sweep", "0,0.5,1"]) == 0
+    report = json.loads((sweep / "metrics.json").read_text())
+    assert report["split"] == "train"
+    assert all(f["name"].startswith("train-") for f in report["files"])
+    mean = report["mean"]
+    assert set(mean) == {mix_row(0.0), mix_row(0.5), mix_row(1.0), "sinc", "cubic"}
+    assert report["chosen_mix"] == choose_mix(mean, [0.0, 0.5, 1.0])
+    assert mean[mix_row(0.0)] != mean[mix_row(1.0)]  # the sweep really changed the plugin
+
+    # a plugin exported with mix 0.5 by default evaluates like the sweep's 0.5 row
+    halved = export_plugin(net, tmp_path / "half.ts", name="bwe", mix=0.5)
+    assert load_plugin(str(halved)).info.parameters == {"mix": (0.0, 1.0, 0.5)}
+    out = tmp_path / "half"
+    assert main([*args, "--plugin", str(halved), "--out", str(out), "--split", "train"]) == 0
+    got = json.loads((out / "metrics.json").read_text())["mean"]["plugin"]
+    assert got == pytest.approx(mean[mix_row(0.5)], rel=1e-6)
+
+
+def test_mix_sweep_needs_a_mix_parameter(
+    plugin: str, refs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["--plugin", plugin, "--data", str(refs), "--out", str(tmp_path / "o")]
+    assert main([*args, "--mix-sweep", "0.5,1", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--mix-sweep needs a plugin with a mix parameter" in err and "\n" not in err

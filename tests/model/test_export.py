@@ -93,6 +93,10 @@ def test_cli_exports_a_checkpoint(net: WaveletUNet, tmp_path: Path) -> None:
     info = load_plugin(str(out)).info
     assert info.latency == net.latency_samples()
     assert json.loads(out.with_suffix(".json").read_text())["name"] == "bwe"
+    assert main(["--checkpoint", str(ckpt), "--out", str(out), "--mix", "0.7"]) == 0
+    assert load_plugin(str(out)).info.parameters["mix"] == pytest.approx((0.0, 1.0, 0.7))
+    with pytest.raises(SystemExit):
+        main(["--checkpoint", str(ckpt), "--out", str(out), "--mix", "1.5"])
 
 
 @pytest.mark.parametrize(
