@@ -274,6 +274,13 @@ def evaluate(
             f"--mix-sweep needs a plugin with a mix parameter ({info.name} has "
             f"{', '.join(info.parameters) or 'none'}) and --degrade soxr"
         )
+    if mixes:
+        lo, hi, default_mix = info.parameters["mix"]
+        if any(not lo <= m <= hi for m in mixes):
+            raise EvalError(
+                f"--mix-sweep values must lie in the plugin's mix range [{lo:g}, {hi:g}], "
+                f"got {', '.join(f'{m:g}' for m in mixes)}"
+            )
     rate_in, rate = info.sample_rate_in, info.sample_rate_out
     if degrade not in ("soxr", "mix") and not (
         degrade.startswith("mp3:") and degrade[4:].isdigit()
@@ -290,11 +297,10 @@ def evaluate(
         ref = ref[:, : ref.shape[-1] // step * step].astype(np.float32)
         x = _degrade(ref, rate_in, rate, degrade, seed=(seed, i))
         outputs = {}
-        for m in mixes:
-            plugin.set_parameter("mix", m)
-            outputs[mix_row(m)] = run_offline(plugin, x)
-        if not mixes:
-            outputs["plugin"] = run_offline(plugin, x)
+        for run, m in zip(runs, mixes or [None], strict=True):
+            if m is not None:
+                plugin.set_parameter("mix", m)
+            outputs[run] = run_offline(plugin, x)
         for system in systems[len(runs) :]:
             outputs[system] = (
                 x if system == "mp3" else np.stack([BASELINES[system](c, rate_in, rate) for c in x])
@@ -309,7 +315,7 @@ def evaluate(
         if i == 0:
             _plot(out / "spectrograms.png", x[0], outputs[runs[-1]][0], ref[0], rate_in, rate)
     if mixes:
-        plugin.set_parameter("mix", info.parameters["mix"][2])  # back to its default
+        plugin.set_parameter("mix", default_mix)
     means = {s: mean_over_files([f["metrics"][s] for f in files]) for s in systems}
     title = (
         f"{info.name}: {len(files)} files from {data}"
@@ -378,8 +384,6 @@ def main(argv: list[str] | None = None) -> int:
         mixes = [float(m) for m in args.mix_sweep.split(",")] if args.mix_sweep else []
     except ValueError:
         p.error(f"--mix-sweep needs comma-separated numbers, got {args.mix_sweep!r}")
-    if any(not 0.0 <= m <= 1.0 for m in mixes):
-        p.error(f"--mix-sweep values must lie in [0, 1], got {args.mix_sweep!r}")
     try:
         plugin = load_plugin(args.plugin)
         out = args.out or Path("eval") / Path(plugin.info.name).stem

@@ -13,9 +13,9 @@
 #    is one (use a new RUN_DIR to start from scratch); mp3-restore-48k then gets a second,
 #    fine-tuning stage from RUN_DIR/best.pt into RUN_DIR/ft (lower learning rate, a heavier
 #    waveform loss, so that near-transparent high-bitrate input is left alone),
-# 4. export the last stage's best.pt to model/weights/NAME.ts (+ .json); for the bandwidth
-#    extension plugins, first choose the default of the plugin's mix parameter on the training
-#    split (wavehost eval --mix-sweep, RUN_DIR/mix-sweep) and export with it,
+# 4. export the last stage's best.pt to model/weights/NAME.ts (+ .json); for bwe-8k-16k with
+#    the default of the plugin's mix parameter chosen on the training split (wavehost eval
+#    --mix-sweep on a first export in RUN_DIR/mix-sweep), for the others with mix 1,
 # 5. evaluate the plugin against its baselines on the validation split (RUN_DIR/eval*).
 #
 # Environment: WAVEHOST_CACHE (cache root, default ~/.cache/wavehost), TRAIN_MINUTES (default 45),
@@ -89,17 +89,21 @@ if [ ${#finetune[@]} -gt 0 ] && [ "${FT_MINUTES:-25}" != 0 ]; then
     best=$run/ft/best.pt
 fi
 
-stamp "export $weights"
-wavehost_cmd model.export --checkpoint "$best" --out "$weights" --name "$name" "${export[@]}"
+mix=1
 if ((calibrate)); then
     stamp "choose the mix on the training split"
-    wavehost_cmd model.evaluate --plugin "$weights" --data "$data" --out "$run/mix-sweep" \
+    sweep=$run/mix-sweep
+    wavehost_cmd model.export --checkpoint "$best" --out "$sweep/$name.ts" --name "$name" \
+        "${export[@]}"
+    wavehost_cmd model.evaluate --plugin "$sweep/$name.ts" --data "$data" --out "$sweep" \
         --split train --limit 96 --mix-sweep 0.4,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.9,1 --no-progress
     mix=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["chosen_mix"])' \
-        "$run/mix-sweep/metrics.json")
-    wavehost_cmd model.export --checkpoint "$best" --out "$weights" --name "$name" "${export[@]}" \
-        --mix "$mix"
+        "$sweep/metrics.json")
 fi
+
+stamp "export $weights (mix $mix)"
+wavehost_cmd model.export --checkpoint "$best" --out "$weights" --name "$name" "${export[@]}" \
+    --mix "$mix"
 
 for how in "${evals[@]}"; do
     stamp "evaluate on the validation split ($how)"

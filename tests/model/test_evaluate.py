@@ -253,7 +253,9 @@ def test_choose_mix_takes_the_lowest_lsd_within_the_snr_allowance() -> None:
     assert choose_mix(means, [0.5, 0.7, 1.0]) == 0.5
 
 
-def test_mix_sweep_on_the_training_split_and_export_with_the_choice(tmp_path: Path) -> None:
+def test_mix_sweep_on_the_training_split_and_export_with_the_choice(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tiny_dataset(tmp_path)
     net = WaveletUNet(UNetConfig(levels=2, base_channels=4, lookahead=5))
     gen = torch.Generator().manual_seed(0)
@@ -270,6 +272,9 @@ def test_mix_sweep_on_the_training_split_and_export_with_the_choice(tmp_path: Pa
     assert set(mean) == {mix_row(0.0), mix_row(0.5), mix_row(1.0), "sinc", "cubic"}
     assert report["chosen_mix"] == choose_mix(mean, [0.0, 0.5, 1.0])
     assert mean[mix_row(0.0)] != mean[mix_row(1.0)]  # the sweep really changed the plugin
+    assert main([*args, "--out", str(sweep), "--mix-sweep", "0.5,1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "--mix-sweep values must lie in the plugin's mix range [0, 1], got 0.5, 1.5" in err
 
     # a plugin exported with mix 0.5 by default evaluates like the sweep's 0.5 row
     halved = export_plugin(net, tmp_path / "half.ts", name="bwe", mix=0.5)
