@@ -28,7 +28,6 @@ import soundfile as sf
 import torch
 
 RATE_WIDE = 16000
-RATE_NARROW = 8000
 FILTER_KINDS = ("fir_hann", "fir_hamming", "fir_blackman", "fir_kaiser", "butter", "cheby1")
 MU = 255.0
 _PAD_S = 0.064  # zero padding on each side before the DFT-domain filter, seconds
