@@ -46,6 +46,23 @@ def aligned_correlation(y: np.ndarray, x: np.ndarray) -> tuple[int, float, float
     return lag, overall, worst, bool(np.array_equal(seg, ref))
 
 
+def window_lags(
+    y: np.ndarray, x: np.ndarray, start: int, span: int, win: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where each ``win``-sample window of ``x`` lies in ``y``: its lag (searched in ``start ..
+    start + span`` samples) and its correlation there, one pair per window that ``y`` covers."""
+    lags, corrs = [], []
+    for i in range(0, len(x) - win + 1, win):
+        ref = x[i : i + win]
+        seg = y[start + i : start + i + span + win]
+        if len(seg) < span + win:
+            break
+        lag = find_lag(seg, ref)
+        lags.append(start + lag)
+        corrs.append(np.corrcoef(seg[lag : lag + win], ref)[0, 1] if np.std(ref) > 1e-3 else 1.0)
+    return np.array(lags), np.array(corrs)
+
+
 def wait_for_start(host: subprocess.Popen) -> None:
     """Return once ``wavehost run`` has said its stream is up (its first stderr line), plus
     0.3 s for the server to link its streams."""

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from audio import aligned_correlation, wait_for_start
+from audio import aligned_correlation, wait_for_start, window_lags
 from spectrum import band_db
 
 from bench.e2e import parse_exports
@@ -88,12 +88,21 @@ def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path):
     assert r["callback_errors"] == 0 and [p["name"] for p in r["plugins"]] == ["mp3-restore-48k"]
 
     # wavehost captured what the player played: the decoded MP3, both channels (5 s from 3 s on,
-    # clear of the moment the server links a new stream)
+    # clear of the moment the server links a new stream), window by window: a hiccup of the
+    # player (or a slip the ALSA pulse plugin recovers without telling PortAudio) moves the
+    # timeline, and only the two windows around such a step may fall short
     live_in, _ = sf.read(inp, dtype="float32", always_2d=True)
     ref = slice(3 * RATE, 8 * RATE)
+    half = RATE // 4
     for ch in range(2):
-        _, corr, _, _ = aligned_correlation(live_in[:, ch], decoded[ref, ch])
-        assert corr >= 0.99, (ch, corr)
+        lag = aligned_correlation(live_in[:, ch], decoded[ref, ch])[0]
+        lags, corrs = window_lags(
+            live_in[:, ch], decoded[ref, ch], max(0, lag - half), 2 * half, half
+        )
+        bad = np.flatnonzero(corrs < 0.99)
+        steps = np.count_nonzero(np.diff(lags))
+        assert bad.size <= 2 * steps and len(corrs) == 20, (ch, bad, corrs[bad], np.unique(lags))
+        assert steps <= 1, (ch, np.unique(lags))
 
     # live = render: the recorded engine input rendered offline gives the recorded output
     live_out, _ = sf.read(out, dtype="float32", always_2d=True)

@@ -1,12 +1,13 @@
 """``wavehost run`` live on the private audio server, as a user runs it.
 
-A separate process (this test) plays a known signal into the sink ``call`` and, on the same
-duplex stream (one clock), records the sink ``listener``'s monitor. ``wavehost run`` captures
-``call``'s monitor, streams it through an FIR plugin and plays into ``listener``. Checked: the
-content (correlation ≥ 0.99 with the FIR of the signal), the measured latency (the lag through
-wavehost minus the lag of the same stream looped straight back) against the latency wavehost
-reports, ± one device block; no xruns and no deadline misses over 20 s at block 256; and the
-live output equals an offline render of the live input, sample for sample.
+A separate process (``pw-play``) plays a known signal into the sink ``call``; ``wavehost run``
+captures ``call``'s monitor, streams it through an FIR plugin and plays into ``listener``. One
+``pw-record`` stream records both monitors, ``call``'s and ``listener``'s, on two channels of the
+same graph cycle (``bench.e2e.DualRecorder``): the lag between its channels is exactly the lag
+through wavehost, whatever the recorder's own timing. Checked: the content (correlation ≥ 0.99
+with the FIR of what ``call`` carried), the measured lag against the latency wavehost reports; no
+xruns and no deadline misses over 20 s at block 256; and the live output equals an offline render
+of the live input, sample for sample.
 """
 
 from __future__ import annotations
@@ -14,85 +15,27 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from audio import aligned_correlation, known_signal, wait_for_start
+from audio import aligned_correlation, known_signal, wait_for_start, window_lags
 from plugins import Fir
 
+from bench.e2e import DualRecorder
 from realtime.chain import Chain
-from realtime.io.backend import open_duplex
 from realtime.loader import load_plugin
 from realtime.render import render
 
 BLOCK = 256
 SECONDS = 20.0
 TAPS = [0.6, 0.3, 0.1]
-# Where in PipeWire's graph cycle a stream opens moves its real latency by whole periods around
-# PortAudio's estimate (a copy loop measured 768-1792 samples against 1280 reported, block 256);
-# this test's reference loopback is a second opening, so the comparison carries that spread.
-# The engine's own share is checked to the sample by tests/bench (e2e, one stream).
-OPENING_SPREAD = 2 * BLOCK
-# 16 kHz only: at 48 kHz (5.3 ms periods) this 2-core VM still fails this test now and then.
-# Raising pipewire-pulse's main thread to SCHED_FIFO (scripts/audio-server.sh) took `wavehost run`
-# alone from 6 output underflows in 20 s to 0 under full load, but with this test's own duplex
-# stream running beside it, block slips and underflows remain (in either stream; 2 of 3 runs on a
-# quiet machine).
-# An open item of the host issue, not a test that passes by luck; 48 kHz duplex I/O is covered by
-# test_io.py and the 48 kHz monitoring path by test_monitor.py.
-RATES = [16000]
-
-
-class PlayRecord:
-    """Plays ``x`` into ``sink`` and records ``monitor`` on one duplex stream (one clock)."""
-
-    def __init__(self, x: np.ndarray, rate: int, sink: str, monitor: str) -> None:
-        self.x = x
-        self.rec = np.zeros(len(x) + 4 * rate, np.float32)
-        self.pos = 0
-        self.done = threading.Event()
-        self.stream = open_duplex(
-            self._cb,
-            backend="sounddevice",
-            samplerate=rate,
-            blocksize=BLOCK,
-            monitor=monitor,
-            sink=sink,
-        )
-
-    def _cb(self, indata: np.ndarray, outdata: np.ndarray, status: int) -> None:
-        n, p = indata.shape[0], self.pos
-        if p + n > len(self.rec):
-            outdata[:] = 0.0
-            self.done.set()
-            return
-        self.rec[p : p + n] = indata[:, 0]
-        chunk = self.x[p : p + n]
-        outdata[: len(chunk), 0] = chunk
-        outdata[len(chunk) :] = 0.0
-        self.pos = p + n
-
-    def run(self) -> np.ndarray:
-        self.stream.start()
-        self.done.wait(len(self.rec) / self.stream.info.samplerate + 10)
-        self.stream.stop()
-        self.stream.close()
-        return self.rec[: self.pos]
-
-
-def loopback_lag(x: np.ndarray, rate: int, sink: str) -> int:
-    """Lag of this test's own stream played into ``sink`` and recorded from its monitor."""
-    lag, corr, _, _ = aligned_correlation(PlayRecord(x, rate, sink, sink).run(), x)
-    assert corr > 0.99, corr
-    return lag
 
 
 @pytest.mark.live
-@pytest.mark.parametrize("rate", RATES)
+@pytest.mark.parametrize("rate", [16000, 48000])
 @pytest.mark.parametrize("backend", ["sounddevice", "pyaudio"])
 def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
     audio_server.force_rate(rate)
@@ -100,43 +43,35 @@ def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
     plugin = tmp_path / "fir.ts"
     torch.jit.save(torch.jit.script(Fir(TAPS, rate=rate)), str(plugin))
     x = known_signal(rate, SECONDS)
-    base = loopback_lag(x[: 2 * rate], rate, audio_server.call)
+    sf.write(tmp_path / "x.wav", x, rate, subtype="FLOAT")
 
     report = tmp_path / "report.json"
     cmd = [
-        sys.executable,
-        "-m",
-        "realtime.cli",
-        "run",
-        "--backend",
-        backend,
-        "--plugin",
-        str(plugin),
-        "--monitor",
-        audio_server.call,
-        "--sink",
-        audio_server.listener,
-        "--rate",
-        str(rate),
-        "--block",
-        str(BLOCK),
-        "--duration",
-        str(SECONDS + 5),
-        "--record",
-        str(tmp_path / "out.wav"),
-        "--record-input",
-        str(tmp_path / "in.wav"),
-        "--report",
-        str(report),
-        "--quiet",
-    ]
+        sys.executable, "-m", "realtime.cli", "run", "--backend", backend, "--plugin", str(plugin),
+        "--monitor", audio_server.call, "--sink", audio_server.listener, "--rate", str(rate),
+        "--block", str(BLOCK), "--duration", str(SECONDS + 4),
+        "--record", str(tmp_path / "out.wav"), "--record-input", str(tmp_path / "in.wav"),
+        "--report", str(report), "--quiet",
+    ]  # fmt: skip
+    probe = DualRecorder(
+        tmp_path / "probe.wav",
+        rate,
+        f"{audio_server.call}:monitor_MONO",
+        f"{audio_server.listener}:monitor_MONO",
+    )
     host = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_start(host)
-        rec = PlayRecord(x, rate, audio_server.call, audio_server.listener).run()
+        probe.start()
+        player = subprocess.run(
+            ["pw-play", "--target", audio_server.call, str(tmp_path / "x.wav")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert player.returncode == 0, player.stderr
         _, err = host.communicate(timeout=60)
     finally:
         host.kill()
+        rec = probe.stop()
     assert host.returncode == 0, err
     r = json.loads(report.read_text())
 
@@ -147,16 +82,42 @@ def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
     assert r["misses"] <= 2, (r["misses"], r["miss_times_s"], r["margin_changes"])
     assert r["seconds"] >= SECONDS
 
-    # content: the FIR of the played signal
+    # content, window by window: what `listener` carried is the FIR of what `call` carried, and
+    # the lag between them is wavehost's. A miss after start-up grows the adaptive margin (a
+    # reported jump of the timeline by whole blocks); a hiccup of the player or of the recorder
+    # moves both channels alike. Only the two windows around such a step may fall short, and the
+    # lag through wavehost grows only by what the margin reports.
+    lag_in, _, _, _ = aligned_correlation(rec[:, 0], x)
     expected = np.convolve(x, TAPS)[: len(x)].astype(np.float32)
-    lag, corr, worst, _ = aligned_correlation(rec, expected)
-    assert corr >= 0.99 and worst >= 0.95, (corr, worst)
+    half = rate // 4  # window length, and how far a step is searched
+    first = max(0, lag_in - half)
+    lags_in, corr_in = window_lags(rec[:, 0], x, first, 2 * half, half)
+    lags_out, corr_out = window_lags(rec[:, 1], expected, first, 4 * half, half)
+    n = min(len(lags_in), len(lags_out))
+    lags_in, corr_in, lags_out, corr_out = lags_in[:n], corr_in[:n], lags_out[:n], corr_out[:n]
+    good = (corr_in >= 0.99) & (corr_out >= 0.99)
+    steps = len(r["margin_changes"]) + np.count_nonzero(np.diff(lags_in))
+    bad = np.flatnonzero(~good)
+    assert bad.size <= 2 * steps, (bad, corr_in[bad], corr_out[bad], lags_out[bad] - lags_in[bad])
+    assert good.sum() >= 0.75 * good.size
+    through = (lags_out - lags_in)[good]
+    lat = r["latency"]
+    moves = np.diff(through)[np.diff(through) != 0]  # the margin may also grow before the signal
+    assert np.all(moves > 0) and np.all(moves % BLOCK == 0), np.unique(through)
+    assert len(moves) <= len(r["margin_changes"]) and moves.sum() <= lat["margin"], (
+        np.unique(through),
+        r["margin_changes"],
+    )
 
-    # latency: what wavehost adds to a straight loopback = what it reports
-    measured = lag - base
-    declared = r["latency"]["total"]
-    assert abs(measured - declared) <= OPENING_SPREAD, (measured, declared, r["latency"])
-    assert measured >= r["latency"]["engine"] - BLOCK  # never faster than its engine latency
+    # latency: the lag from sink to sink against what wavehost reports. PortAudio's device
+    # latency through the ALSA pulse plugin is an estimate over the real one (1280 samples
+    # reported where a plain copy stream measures 512-1024 at block 256, the phase of the stream
+    # against the graph cycle deciding, `bench/results/cpu-2core/e2e.md`), so the report must
+    # bound the measured lag from above within one block, and the lag is at least the engine's
+    # latency plus one period each way. The engine's own share is checked to the sample by
+    # `wavehost bench e2e`.
+    measured = through[-1]
+    assert lat["engine"] + 2 * BLOCK <= measured <= lat["total"] + BLOCK, (measured, lat)
 
     # live = render: the recorded engine input rendered offline gives the recorded output
     live_in, _ = sf.read(tmp_path / "in.wav", dtype="float32")
@@ -172,7 +133,6 @@ def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
         progress=False,
     )
     offline, _ = sf.read(tmp_path / "render.wav", dtype="float32")
-    lat = r["latency"]  # the recorded output trails the input by the processor's share only
     engine_lag = round(lat["reblock"] + lat["resample"] + lat["plugin"])
     n = len(live_out) - engine_lag
     np.testing.assert_array_equal(offline[:n], live_out[engine_lag:])
