@@ -256,6 +256,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise UsageError("--backend file needs --input-file")
     if args.block <= 0:
         raise UsageError(f"--block must be positive, got {args.block}")
+    latency: float | str = args.latency
+    if isinstance(latency, str) and latency not in ("low", "high"):
+        try:
+            latency = float(latency)
+        except ValueError:
+            raise UsageError(f"--latency must be low, high or seconds, got {latency!r}") from None
     chain = build_chain(args.plugin, args.param, args.device, args.block, args.rate or 0)
     rate = args.rate or chain.rate_out
     processor = Processor(chain, rate_in=rate, rate_out=rate, block=args.block)
@@ -273,26 +279,24 @@ def cmd_run(args: argparse.Namespace) -> int:
         # libpulse's mainloop that feeds the server) are created while opening the stream
         go_realtime(args.rt_priority)  # best effort: each thread reports its own outcome
         os.environ["WAVEHOST_RT_PRIORITY"] = str(min(99, args.rt_priority + 5))
-    latency: float | str = args.latency
-    if isinstance(latency, str) and latency not in ("low", "high"):
-        try:
-            latency = float(latency)
-        except ValueError:
-            raise UsageError(f"--latency must be low, high or seconds, got {latency!r}") from None
-    stream = open_duplex(
-        engine.callback,
-        backend=args.backend,
-        samplerate=rate,
-        blocksize=args.block,
-        channels=chain.channels,
-        input_device=_device(args.input_device),
-        output_device=_device(args.output_device),
-        monitor=args.monitor,
-        sink=args.sink,
-        latency=latency,
-        input_file=args.input_file,
-        output_file=args.output_file,
-    )
+    try:
+        stream = open_duplex(
+            engine.callback,
+            backend=args.backend,
+            samplerate=rate,
+            blocksize=args.block,
+            channels=chain.channels,
+            input_device=_device(args.input_device),
+            output_device=_device(args.output_device),
+            monitor=args.monitor,
+            sink=args.sink,
+            latency=latency,
+            input_file=args.input_file,
+            output_file=args.output_file,
+        )
+    except BaseException:
+        recorder.close()
+        raise
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -327,6 +331,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if not args.quiet and sys.stderr.isatty():
         print(file=sys.stderr)
     report = _final_report(engine, stream, time.perf_counter() - started)
+    report["recording_dropped"] = recorder.dropped
     print(_format_report(report))
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))
@@ -337,6 +342,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_STREAM_FAILED
+    if recorder.dropped:
+        print(
+            f"wavehost: warning: the recordings lost {recorder.dropped} frames (the disk fell "
+            "10 s behind); they are that much shorter than the run",
+            file=sys.stderr,
+        )
     return _report_faults(chain.health, engine.counters.nonfinite_input)
 
 

@@ -1,34 +1,68 @@
-"""Recording a live run's engine input and output to files (from the worker thread)."""
+"""Recording a live run's engine input and output to files, off the real-time threads."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import soundfile as sf
+
+from realtime.ring import Ring
 
 
 class Recorder:
     """Writes each block's input and/or output to a float32 WAV file.
 
-    Called from the engine's worker (never the audio callback). Files are finalized by
-    :meth:`close`, which the CLI calls on every exit path.
+    :meth:`write` is called from the engine's worker (a SCHED_FIFO thread): it only copies the
+    block into a ring (no disk I/O, no allocation). A writer thread of normal priority drains the
+    rings to disk every ``period_s``. If the disk falls more than ``buffer_s`` behind, frames that
+    do not fit are dropped and counted in :attr:`dropped` (the file is then that much shorter);
+    the worker never waits. :meth:`close` drains what is left and finalizes the files; the CLI
+    calls it on every exit path.
 
     Args:
         rate: sample rate, Hz.
         channels: channels per frame.
         input_path: where to write the engine input, or None.
         output_path: where to write the engine output, or None.
+        buffer_s: ring size per file, seconds of audio.
+        period_s: how often the writer thread drains the rings, seconds.
     """
 
     def __init__(
-        self, rate: int, channels: int, input_path: str | None, output_path: str | None
+        self,
+        rate: int,
+        channels: int,
+        input_path: str | None,
+        output_path: str | None,
+        buffer_s: float = 10.0,
+        period_s: float = 0.05,
     ) -> None:
-        self._in = sf.SoundFile(input_path, "w", rate, channels, "FLOAT") if input_path else None
-        self._out = sf.SoundFile(output_path, "w", rate, channels, "FLOAT") if output_path else None
+        capacity = max(1, round(buffer_s * rate))
+        self._files: list[tuple[sf.SoundFile, Ring]] = [
+            (sf.SoundFile(path, "w", rate, channels, "FLOAT"), Ring(capacity, channels))
+            for path in (input_path, output_path)
+            if path
+        ]
+        self._in = self._files[0][1] if input_path else None
+        self._out = self._files[-1][1] if output_path else None
+        self._scratch = np.zeros((min(capacity, 8192), channels), np.float32)
+        self._period_s = period_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if self._files:
+            self._thread = threading.Thread(target=self._run, name="wavehost-recorder", daemon=True)
+            self._thread.start()
 
     @property
     def active(self) -> bool:
         """Whether anything is being recorded."""
-        return self._in is not None or self._out is not None
+        return bool(self._files)
+
+    @property
+    def dropped(self) -> int:
+        """Frames lost because the disk fell ``buffer_s`` behind (per file, summed)."""
+        return sum(ring.overflow for _, ring in self._files)
 
     def write(self, x: np.ndarray, y: np.ndarray) -> None:
         """Append one block: ``x`` input and ``y`` output, ``(frames, channels)``."""
@@ -37,8 +71,23 @@ class Recorder:
         if self._out is not None:
             self._out.write(y)
 
+    def _drain(self) -> None:
+        for file, ring in self._files:
+            while ring.available():
+                n = ring.read(self._scratch[: min(ring.available(), len(self._scratch))])
+                file.write(self._scratch[:n])
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period_s):
+            self._drain()
+
     def close(self) -> None:
-        """Finalize the files."""
-        for f in (self._in, self._out):
-            if f is not None:
-                f.close()
+        """Stop the writer thread, write what is left and finalize the files (idempotent)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._drain()
+        for file, _ in self._files:
+            if not file.closed:
+                file.close()
