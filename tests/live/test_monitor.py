@@ -4,14 +4,13 @@ listener's sink.
 
 The test brings up its own private audio server with two 48 kHz stereo sinks, ``music`` and
 ``speakers``, with the project's script (as ``scripts/demo.sh --music`` does), so the session
-server of the other live tests keeps its graph; the player is ``pw-play`` decoding the bundled
-64 kb/s MP3 clip, and one ``pw-record`` stream records what the sink ``music`` carried. Checked:
-wavehost captured what the sink carried (correlation ≥ 0.99 with soundfile's decode of the same
-file, both channels, at one lag for at least 3/4 of 5 s), the live output equals an offline
-render of the live input sample for sample, the restored output puts energy back above the MP3's
-low-pass (16–20 kHz) that the input lacks. (What the listener's sink received is not compared:
-at 48 kHz PortAudio's output still under-runs now and then on this 2-core VM, an open item of
-the host issue; `scripts/demo.sh --music` records it for a listen.)
+server of the other live tests keeps its graph; the player is ``paplay`` decoding the bundled
+64 kb/s MP3 clip. Checked: wavehost captured the decoded MP3 (correlation ≥ 0.99 with
+soundfile's decode of the same file, both channels), the live output equals an offline render of
+the live input sample for sample, the restored output puts energy back above the MP3's low-pass
+(16–20 kHz) that the input lacks. (What the listener's sink received is not compared: at 48 kHz
+PortAudio's output still under-runs now and then on this 2-core VM, an open item of the host
+issue; `scripts/demo.sh --music` records it for a listen.)
 """
 
 from __future__ import annotations
@@ -26,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from audio import aligned_correlation, wait_for_start, window_lags
+from audio import aligned_correlation, wait_for_start
 from spectrum import band_db
 
-from bench.e2e import DualRecorder, parse_exports
+from bench.e2e import parse_exports
 from realtime.chain import Chain
 from realtime.loader import load_plugin
 from realtime.render import render
@@ -61,10 +60,8 @@ def music_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
 
 
 @pytest.mark.live
-def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path, monkeypatch):
+def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path):
     music, speakers, env = "music", "speakers", music_server
-    for key, value in env.items():  # pw-record and pw-link reach the same server
-        monkeypatch.setenv(key, value)
     decoded, sr = sf.read(CLIP, dtype="float32", always_2d=True)
     assert sr == RATE and decoded.shape[1] == 2
     seconds = len(decoded) / RATE
@@ -76,45 +73,27 @@ def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path, monkeyp
         "--report", str(report), "--quiet",
     ]  # fmt: skip
     host = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    probe = DualRecorder(tmp_path / "probe.wav", RATE, f"{music}:monitor_FL", f"{music}:monitor_FR")
     try:
         wait_for_start(host)
-        probe.start()
         player = subprocess.run(
-            ["pw-play", "--target", music, str(CLIP)],
+            ["paplay", f"--device={music}", str(CLIP)],
             capture_output=True, text=True, timeout=60, env=env,
         )  # fmt: skip
         assert player.returncode == 0, player.stderr
         _, err = host.communicate(timeout=60)
     finally:
         host.kill()
-        rec = probe.stop()
     assert host.returncode == 0, err
     r = json.loads(report.read_text())
     assert r["callback_errors"] == 0 and [p["name"] for p in r["plugins"]] == ["mp3-restore-48k"]
 
-    # wavehost captured what the sink carried (5 s from 3 s on, clear of the moment the server
-    # links a new stream), both channels, window by window against the decoded MP3: a hiccup of
-    # the player moves what the sink carried and what wavehost captured alike (only the two
-    # windows around such a step may fall short)
+    # wavehost captured what the player played: the decoded MP3, both channels (5 s from 3 s on,
+    # clear of the moment the server links a new stream)
     live_in, _ = sf.read(inp, dtype="float32", always_2d=True)
     ref = slice(3 * RATE, 8 * RATE)
-    half = RATE // 4
     for ch in range(2):
-        x = decoded[ref, ch]
-        found = []
-        for y in (live_in[:, ch], rec[:, ch]):
-            lag = aligned_correlation(y, x)[0]
-            found.append(window_lags(y, x, max(0, lag - half), 2 * half, half))
-        (lags, corrs), (lags_sink, corrs_sink) = found
-        good = (corrs >= 0.99) & (corrs_sink >= 0.99)
-        steps = np.count_nonzero(np.diff(lags_sink))
-        assert len(corrs) == 20 and np.count_nonzero(~good) <= 2 * steps, (ch, corrs, corrs_sink)
-        # the lag from sink to capture holds for at least 3/4 of the windows (a stall of the whole
-        # server on 2 cores, two PipeWire instances running, can slip the capture now and then)
-        through = (lags - lags_sink)[good]
-        held = np.max(np.unique(through, return_counts=True)[1])
-        assert held >= 0.75 * len(corrs), (ch, np.unique(through, return_counts=True))
+        _, corr, _, _ = aligned_correlation(live_in[:, ch], decoded[ref, ch])
+        assert corr >= 0.99, (ch, corr)
 
     # live = render: the recorded engine input rendered offline gives the recorded output
     live_out, _ = sf.read(out, dtype="float32", always_2d=True)
