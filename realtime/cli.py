@@ -265,6 +265,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     chain = build_chain(args.plugin, args.param, args.device, args.block, args.rate or 0)
     rate = args.rate or chain.rate_out
     processor = Processor(chain, rate_in=rate, rate_out=rate, block=args.block)
+    # before go_realtime below: the recorder's writer thread must not inherit SCHED_FIFO
     recorder = Recorder(rate, chain.channels, args.record_input, args.record)
     engine = Engine(
         processor,
@@ -330,8 +331,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     if not args.quiet and sys.stderr.isatty():
         print(file=sys.stderr)
-    report = _final_report(engine, stream, time.perf_counter() - started)
-    report["recording_dropped"] = recorder.dropped
+    report = _final_report(engine, stream, recorder, time.perf_counter() - started)
     print(_format_report(report))
     if args.report:
         Path(args.report).write_text(json.dumps(report, indent=2))
@@ -345,7 +345,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if recorder.dropped:
         print(
             f"wavehost: warning: the recordings lost {recorder.dropped} frames (the disk fell "
-            "10 s behind); they are that much shorter than the run",
+            f"{recorder.buffer_s:g} s behind); they are that much shorter than the run",
             file=sys.stderr,
         )
     return _report_faults(chain.health, engine.counters.nonfinite_input)
@@ -355,7 +355,7 @@ def _device(value: str | None) -> str | int | None:
     return int(value) if value is not None and value.isdigit() else value
 
 
-def _final_report(engine, stream, seconds: float) -> dict:
+def _final_report(engine, stream, recorder, seconds: float) -> dict:
     info = stream.info
     lat = engine.latency(info.input_latency_s, info.output_latency_s)
     times = engine.timer.recent() * 1e3
@@ -395,6 +395,7 @@ def _final_report(engine, stream, seconds: float) -> dict:
         "dropped_input": c.dropped_input,
         "xruns": dict(stream.xruns),
         "callback_errors": getattr(stream, "callback_errors", 0),
+        "recording_dropped": recorder.dropped,
         "worker_error": engine.worker_error,
         "scheduling": {
             "callback": f"SCHED_FIFO {stream.rt_priority}"

@@ -38,6 +38,7 @@ class Recorder:
         buffer_s: float = 10.0,
         period_s: float = 0.05,
     ) -> None:
+        self.buffer_s = buffer_s
         capacity = max(1, round(buffer_s * rate))
         self._files: list[tuple[sf.SoundFile, Ring]] = [
             (sf.SoundFile(path, "w", rate, channels, "FLOAT"), Ring(capacity, channels))
