@@ -79,14 +79,22 @@ def _parser(extra: list[str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     dev = sub.add_parser("devices", help="list audio devices with host API, rates and channels")
-    dev.add_argument("--backend", default="sounddevice", choices=["sounddevice", "pyaudio"])
+    dev.add_argument(
+        "--backend", default="sounddevice", choices=["sounddevice", "pyaudio", "pulse"]
+    )
     dev.set_defaults(func=cmd_devices)
 
     run = sub.add_parser("run", help="stream live audio through a plugin chain")
     _plugin_args(run)
-    run.add_argument("--backend", default="sounddevice", choices=["sounddevice", "pyaudio", "file"])
-    run.add_argument("--input-device", help="input device index or name substring")
-    run.add_argument("--output-device", help="output device index or name substring")
+    run.add_argument(
+        "--backend", default="sounddevice", choices=["sounddevice", "pyaudio", "pulse", "file"]
+    )
+    run.add_argument(
+        "--input-device", help="input device index or name substring (pulse: a source name)"
+    )
+    run.add_argument(
+        "--output-device", help="output device index or name substring (pulse: a sink name)"
+    )
     run.add_argument("--monitor", metavar="SINK", help="capture what is played into SINK")
     run.add_argument("--sink", metavar="SINK", help="play the result into SINK")
     run.add_argument("--input-file", help="file backend: the audio to stream in real time")
@@ -105,7 +113,12 @@ def _parser(extra: list[str]) -> argparse.ArgumentParser:
         action="store_true",
         help="never grow the margin on misses (late output is dropped instead)",
     )
-    run.add_argument("--latency", default="low", help="PortAudio latency: low, high or seconds")
+    run.add_argument(
+        "--latency",
+        default="low",
+        help="device latency: low, high or seconds (PortAudio's suggested latency; pulse: "
+        "the playback buffering asked of the server)",
+    )
     run.add_argument(
         "--rt-priority",
         type=int,
@@ -192,8 +205,22 @@ def build_chain(
 
 def cmd_devices(args: argparse.Namespace) -> int:
     """``wavehost devices``."""
-    from realtime.io.devices import format_devices, list_devices
+    from realtime.io.backend import DeviceError
+    from realtime.io.devices import format_devices, list_devices, pulse_names
 
+    if args.backend == "pulse":
+        names = pulse_names()
+        if names is None:
+            raise DeviceError(
+                "no PulseAudio/PipeWire server answers pactl (apt-get install -y "
+                "pulseaudio-utils; start a server, e.g. scripts/audio-server.sh start)"
+            )
+        sinks, sources = names
+        print("sinks (--sink, --monitor, --output-device):")
+        print("\n".join(f"  {n}" for n in sinks) or "  (none)")
+        print("sources (--input-device):")
+        print("\n".join(f"  {n}" for n in sources) or "  (none)")
+        return 0
     print(format_devices(list_devices(args.backend)))
     return 0
 

@@ -52,8 +52,8 @@ class LatencyReport:
     def format(self) -> str:
         """A small aligned table."""
         rows = [
-            ("device input (PortAudio)", self.device_in),
-            ("device output (PortAudio)", self.device_out),
+            ("device input", self.device_in),
+            ("device output", self.device_out),
             ("re-blocking", self.reblock),
             ("edge resampling", self.resample),
             ("threaded hand-off block", self.threaded_block),

@@ -9,7 +9,7 @@
 # stereo 48 kHz "system" sink (as a media player would), restored live by mp3-restore-48k from
 # that sink's monitor and played into "listener".
 #
-#   bash scripts/demo.sh [--music] [--plugin P] [--backend sounddevice|pyaudio] [--block N]
+#   bash scripts/demo.sh [--music] [--plugin P] [--backend sounddevice|pyaudio|pulse] [--block N]
 #                        [--out DIR]
 #
 # With a real sound card, `wavehost run` alone uses the default devices.

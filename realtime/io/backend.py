@@ -7,8 +7,9 @@ be played), and ``status`` an int bitmask of ``XRUN_*`` flags for this block. ``
 stream's block size in samples (per channel).
 
 Backends: ``"sounddevice"`` (PortAudio through sounddevice, the default), ``"pyaudio"`` (the same
-PortAudio library through pyaudio) and ``"file"`` (a sound file read block by block, paced by a
-real-time clock thread; see :mod:`realtime.io.filestream`).
+PortAudio library through pyaudio), ``"pulse"`` (a PulseAudio or PipeWire server through
+libpulse, no PortAudio: see :mod:`realtime.io.pulse`) and ``"file"`` (a sound file read block by
+block, paced by a real-time clock thread; see :mod:`realtime.io.filestream`).
 
 The callback runs on the audio thread: it must not block, allocate large objects or call torch.
 The wrapper around it (:class:`CallbackGuard`) allocates nothing per block. With
@@ -54,7 +55,7 @@ XRUN_NAMES: dict[int, str] = {
     XRUN_OUTPUT_OVERFLOW: "output_overflow",
 }
 
-BACKENDS = ("sounddevice", "pyaudio", "file")
+BACKENDS = ("sounddevice", "pyaudio", "pulse", "file")
 
 
 class DeviceError(Exception):
@@ -269,7 +270,10 @@ def open_duplex(
       :func:`realtime.io.devices.resolve_endpoints`); they exclude ``input_device`` /
       ``output_device`` respectively.
     - ``latency``: ``"low"``, ``"high"`` or seconds, PortAudio's suggested latency
-      (sounddevice; pyaudio always uses the device's default low latency).
+      (sounddevice; pyaudio always uses the device's default low latency; pulse: the playback
+      buffering asked of the server, see :func:`realtime.io.pulse.open_pulse`).
+    - ``backend="pulse"``: ``input_device`` / ``output_device`` name the server's sources and
+      sinks; ``monitor`` / ``sink`` work as above.
     - ``backend="file"``: ``input_file`` is read block by block at real-time pace and
       ``output_file`` (or nothing) receives the output; see :mod:`realtime.io.filestream`.
 
@@ -307,6 +311,20 @@ def open_duplex(
             from realtime.io.portaudio_sd import open_sounddevice
 
             return open_sounddevice(
+                guard,
+                samplerate=samplerate,
+                blocksize=blocksize,
+                channels=channels,
+                input_device=input_device,
+                output_device=output_device,
+                monitor=monitor,
+                sink=sink,
+                latency=latency,
+            )
+        if backend == "pulse":
+            from realtime.io.pulse import open_pulse
+
+            return open_pulse(
                 guard,
                 samplerate=samplerate,
                 blocksize=blocksize,

@@ -380,6 +380,39 @@ def pulse_names() -> tuple[list[str], list[str]] | None:
     return out[0], out[1]
 
 
+def check_exclusive(
+    input_device: str | int | None,
+    output_device: str | int | None,
+    monitor: str | None,
+    sink: str | None,
+) -> None:
+    """Raise :class:`DeviceError` when a side is given both as a device and as a sink."""
+    if monitor and input_device is not None:
+        raise DeviceError("give either monitor= (a sink to capture) or input_device=, not both")
+    if sink and output_device is not None:
+        raise DeviceError("give either sink= (a sink to play to) or output_device=, not both")
+
+
+def pulse_targets(monitor: str | None, sink: str | None) -> tuple[str | None, str | None]:
+    """``(source, sink)`` names on the PulseAudio/PipeWire server for ``monitor=`` (a sink whose
+    monitor is captured, or a source captured directly) and ``sink=``; each checked against the
+    server's list when ``pactl`` answers. Raises :class:`DeviceError` naming the known sinks."""
+    names = pulse_names()
+    source = None
+    if monitor:
+        source = monitor if monitor.endswith(".monitor") else f"{monitor}.monitor"
+        if names is not None and source not in names[1] and monitor in names[1]:
+            source = monitor  # a source name (e.g. a microphone) captured directly
+        if names is not None and source not in names[1]:
+            raise DeviceError(
+                f"no sink '{monitor}' to monitor on the audio server; sinks: "
+                f"{_short_list(names[0])}"
+            )
+    if sink and names is not None and sink not in names[0]:
+        raise DeviceError(f"no sink '{sink}' on the audio server; sinks: {_short_list(names[0])}")
+    return source, sink
+
+
 @dataclass
 class Endpoints:
     """Resolved devices of a duplex stream plus the environment to hold while opening it."""
@@ -403,29 +436,14 @@ def resolve_endpoints(
 ) -> Endpoints:
     """Pick the input and output devices; ``monitor``/``sink`` map to the ALSA ``pulse`` pcm
     plus ``PULSE_SOURCE``/``PULSE_SINK`` (see the module docstring)."""
-    if monitor and input_device is not None:
-        raise DeviceError("give either monitor= (a sink to capture) or input_device=, not both")
-    if sink and output_device is not None:
-        raise DeviceError("give either sink= (a sink to play to) or output_device=, not both")
+    check_exclusive(input_device, output_device, monitor, sink)
     env: dict[str, str] = {}
     if monitor or sink:
-        names = pulse_names()
-        if monitor:
-            source = monitor if monitor.endswith(".monitor") else f"{monitor}.monitor"
-            if names is not None and source not in names[1] and monitor in names[1]:
-                source = monitor  # a source name (e.g. a microphone) captured directly
-            if names is not None and source not in names[1]:
-                raise DeviceError(
-                    f"no sink '{monitor}' to monitor on the audio server; sinks: "
-                    f"{_short_list(names[0])}"
-                )
+        source, sink_name = pulse_targets(monitor, sink)
+        if source:
             env["PULSE_SOURCE"] = source
-        if sink:
-            if names is not None and sink not in names[0]:
-                raise DeviceError(
-                    f"no sink '{sink}' on the audio server; sinks: {_short_list(names[0])}"
-                )
-            env["PULSE_SINK"] = sink
+        if sink_name:
+            env["PULSE_SINK"] = sink_name
         pulse = next((e for e in entries if e.name == "pulse"), None)
         if pulse is None:
             raise DeviceError(

@@ -100,7 +100,7 @@ def assert_on_time(stream, elapsed: float, rate: int) -> None:
 # -- live: system-audio monitoring through a duplex stream ---------------------------------------
 @pytest.mark.live
 @pytest.mark.parametrize("rate", [16000, 48000])
-@pytest.mark.parametrize("backend", ["sounddevice", "pyaudio"])
+@pytest.mark.parametrize("backend", ["sounddevice", "pyaudio", "pulse"])
 def test_monitor_to_sink_loopback(audio_server, tmp_path, backend: str, rate: int) -> None:
     audio_server.force_rate(rate)
     x = known_signal(rate, 1.5)
@@ -117,7 +117,7 @@ def test_monitor_to_sink_loopback(audio_server, tmp_path, backend: str, rate: in
     )
     assert stream.info.samplerate == rate and stream.info.blocksize == BLOCK
     assert stream.info.backend == backend
-    assert stream.info.input_latency_s > 0 and stream.info.output_latency_s > 0
+    assert stream.info.input_latency_s >= 0 and stream.info.output_latency_s > 0
     rec = Recorder(f"{audio_server.listener}.monitor", rate, tmp_path / "listener.raw")
     # What really entered sink `call`: tells a glitch of the player (or of the graph) from one
     # of the stream under test when the assertion fails.
@@ -136,7 +136,7 @@ def test_monitor_to_sink_loopback(audio_server, tmp_path, backend: str, rate: in
         y = rec.stop()
         ref = ref_rec.stop()
         stream.close()
-    assert not aborted, f"PortAudio aborted the stream after {stream.blocks} callbacks"
+    assert not aborted, f"{backend} ended the stream after {stream.blocks} callbacks"
     lag, overall, worst, exact = aligned_correlation(y, x)
     _, ref_overall, ref_worst, ref_exact = aligned_correlation(ref, x)
     print(
@@ -164,7 +164,7 @@ def test_monitor_to_sink_loopback(audio_server, tmp_path, backend: str, rate: in
 
 @pytest.mark.live
 @pytest.mark.parametrize("rate", [16000, 48000])
-@pytest.mark.parametrize("backend", ["sounddevice", "pyaudio"])
+@pytest.mark.parametrize("backend", ["sounddevice", "pyaudio", "pulse"])
 def test_round_trip_lag_is_constant_and_bounded(audio_server, backend: str, rate: int) -> None:
     """One stream plays a known signal into ``listener`` and captures ``listener``'s monitor:
     the signal comes back bit-exact after a fixed lag (the round-trip latency in samples)."""
@@ -199,7 +199,7 @@ def test_round_trip_lag_is_constant_and_bounded(audio_server, backend: str, rate
         stream.stop()
     finally:
         stream.close()
-    assert not aborted, f"PortAudio aborted the stream after {stream.blocks} callbacks"
+    assert not aborted, f"{backend} ended the stream after {stream.blocks} callbacks"
     assert pos[0] >= int(0.3 * rate) + len(x) + rate // 2, f"only {pos[0]} samples ran"
     lag, overall, worst, exact = aligned_correlation(
         captured[: pos[0]], played[: pos[0] - rate // 2]
@@ -207,11 +207,15 @@ def test_round_trip_lag_is_constant_and_bounded(audio_server, backend: str, rate
     reported = round((stream.info.input_latency_s + stream.info.output_latency_s) * rate)
     print(
         f"\n{backend} round trip at {rate} Hz: lag {lag} samples ({lag / rate * 1e3:.1f} ms), "
-        f"PortAudio in+out latency {reported} samples, corr {overall:.6f}, bit-exact {exact}, "
+        f"reported in+out latency {reported} samples, corr {overall:.6f}, bit-exact {exact}, "
         f"xruns {stream.xruns}"
     )
     assert overall >= 0.99 and worst >= 0.99
-    # Seen here: 1024 samples (sometimes 1280 or 1536) against a reported 1280, at both rates.
+    # PortAudio through the ALSA pulse plugin, seen here: 1024 samples (sometimes 1280 or 1536)
+    # against a reported 1280, at both rates. The pulse backend's figures come out about 1.6
+    # blocks under the loop's lag (768-1280 against 357-856): a stream that captures its own
+    # output is a cycle in the graph, which PipeWire breaks by delaying one edge a quantum. The
+    # lag from sink to sink, which has no such cycle, is checked to one block in test_run.py.
     assert abs(lag - reported) <= 3 * BLOCK, f"lag {lag} vs reported {reported} samples"
     assert_no_xruns(stream)
 
@@ -251,7 +255,7 @@ def test_hinted_pcms_selectable_by_name(audio_server, tmp_path) -> None:
 
 
 @pytest.mark.live
-@pytest.mark.parametrize("backend", ["sounddevice", "pyaudio"])
+@pytest.mark.parametrize("backend", ["sounddevice", "pyaudio", "pulse"])
 def test_callback_exception_does_not_kill_the_stream(
     audio_server, backend: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -294,6 +298,52 @@ def test_unknown_device_or_sink_is_a_device_error(audio_server, backend: str) ->
         open_duplex(copy_callback, sink="nowhere", **kw)
     with pytest.raises(DeviceError, match="not both"):
         open_duplex(copy_callback, monitor="call", input_device="pulse", **kw)
+
+
+@pytest.mark.live
+def test_pulse_backend_errors_are_device_errors(audio_server) -> None:
+    kw = dict(backend="pulse", samplerate=48000, blocksize=BLOCK)
+    with pytest.raises(DeviceError, match=r"no source 'no-such-mic' on the audio server.*call"):
+        open_duplex(copy_callback, input_device="no-such-mic", **kw)
+    with pytest.raises(DeviceError, match=r"names sinks .*not PortAudio index 999"):
+        open_duplex(copy_callback, output_device=999, **kw)
+    with pytest.raises(DeviceError, match=r"no sink 'no-such-sink' to monitor.*'call'"):
+        open_duplex(copy_callback, monitor="no-such-sink", **kw)
+    with pytest.raises(DeviceError, match="not both"):
+        open_duplex(copy_callback, monitor="call", input_device="call.monitor", **kw)
+    with pytest.raises(DeviceError, match=r"1000000 Hz is not supported by input device 'monitor"):
+        open_duplex(copy_callback, **{**kw, "samplerate": 1_000_000}, monitor="call")
+
+
+@pytest.mark.live
+def test_pulse_backend_fails_cleanly_when_the_server_goes(tmp_path, monkeypatch) -> None:
+    """A server that stops under a running pulse stream: the stream reports the failure (no
+    exception on the audio thread), and a server that is not there is one clear error."""
+    server = tmp_path / "server"
+    env = {**os.environ, "WAVEHOST_AUDIO_DIR": str(server)}
+    script = Path(__file__).resolve().parents[2] / "scripts" / "audio-server.sh"
+    subprocess.run(["bash", str(script), "start", "--rate", "16000"], env=env, check=True,
+                   capture_output=True, timeout=60)  # fmt: skip
+    try:
+        lines = subprocess.run(["bash", str(script), "env"], env=env, capture_output=True,
+                               text=True, check=True).stdout.splitlines()  # fmt: skip
+        for line in lines:
+            key, _, value = line.removeprefix("export ").partition("=")
+            monkeypatch.setenv(key, value.strip("'"))
+        stream = open_duplex(copy_callback, backend="pulse", samplerate=16000, blocksize=BLOCK,
+                             monitor="call", sink="listener")  # fmt: skip
+        stream.start()
+        time.sleep(0.3)
+        assert stream.active and stream.blocks > 0
+    finally:
+        subprocess.run(["bash", str(script), "stop"], env=env, capture_output=True, timeout=60)
+    deadline = time.monotonic() + 5
+    while not stream.failed and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert stream.failed and "pulse" in stream.first_error, stream.first_error
+    stream.close()
+    with pytest.raises(DeviceError, match="no PulseAudio/PipeWire server answers"):
+        open_duplex(copy_callback, backend="pulse", samplerate=16000, blocksize=BLOCK)
 
 
 @pytest.mark.live
@@ -362,6 +412,35 @@ def test_callback_wrapper_allocates_no_buffers(audio_server, backend: str) -> No
 
 
 @pytest.mark.live
+def test_pulse_loop_allocates_no_buffers(audio_server) -> None:
+    """The pulse backend's audio thread allocates no block-sized buffer: over 1 s of running
+    (190 blocks at 48 kHz) traced memory grows by less than one block."""
+    import tracemalloc
+
+    audio_server.force_rate(48000)
+    stream = open_duplex(copy_callback, backend="pulse", samplerate=48000, blocksize=BLOCK,
+                         monitor="call", sink="listener")  # fmt: skip
+    try:
+        stream.start()
+        time.sleep(0.3)
+        tracemalloc.start()
+        try:
+            base, _ = tracemalloc.get_traced_memory()
+            blocks = stream.blocks
+            time.sleep(1.0)
+            blocks = stream.blocks - blocks
+            current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        stream.stop()
+    finally:
+        stream.close()
+    assert blocks >= 150, f"only {blocks} blocks ran"
+    assert peak - base < 4 * BLOCK, f"peak {peak - base} bytes above baseline"
+    assert current - base < 4 * BLOCK, f"{current - base} bytes retained over {blocks} blocks"
+
+
+@pytest.mark.live
 def test_device_listing(audio_server) -> None:
     for backend in ("sounddevice", "pyaudio"):
         entries = list_devices(backend)
@@ -372,6 +451,18 @@ def test_device_listing(audio_server) -> None:
         assert set(by_name["listener"].output_rates) >= {16000, 48000}
         table = format_devices(entries)
         assert "call_monitor" in table and "host API" in table and "16k" in table
+
+
+@pytest.mark.live
+def test_devices_pulse_lists_the_server_sinks_and_sources(audio_server) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "realtime.cli", "devices", "--backend", "pulse"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sinks, _, sources = proc.stdout.partition("sources")
+    assert "  call\n" in sinks and "  listener\n" in sinks
+    assert "  call.monitor\n" in sources and "  listener.monitor\n" in sources
 
 
 @pytest.mark.live
