@@ -376,7 +376,9 @@ EXPLANATION = (
     "PortAudio's reported input + output latency is its own estimate of that part and is not "
     "exact through the pulse plugin; the engine is judged by `engine lag − copy lag`, where the "
     "server and device part cancel and what is left is the engine's re-blocking, hand-off block, "
-    "margin and plugin latency."
+    "margin and plugin latency. The `pulse` backend has no PortAudio and no ALSA plugin: its "
+    "`copy` lag is the server's loopback through libpulse, and its declared device figures are "
+    "the server's own latency readings, so its declared total is judged against the engine lag."
 )
 
 

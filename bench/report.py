@@ -220,17 +220,19 @@ def e2e_markdown(report: dict[str, Any]) -> str:
         "out. Samples at the device rate.",
         "",
         "| backend | copy lag | engine lag | measured engine (engine − copy) | declared engine "
-        "| error | declared device in+out | declared total | engine lag − declared total "
-        "| within one block |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| error | engine within one block | declared device in+out | declared total "
+        "| engine lag − declared total | total within one block |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    yes = {True: "yes", False: "no"}
     for r in report["rows"]:
         d = r["declared"]
+        off = r["engine"]["lag"] - d["total"]
         lines.append(
             f"| {r['backend']} | {r['copy']['lag']} | {r['engine']['lag']} | "
-            f"{r['measured_engine']} | {d['engine']:.1f} | {r['error']:+.1f} | "
-            f"{d['device_in'] + d['device_out']:.1f} | {d['total']:.1f} | "
-            f"{r['engine']['lag'] - d['total']:+.1f} | {'yes' if r['ok'] else 'NO'} |"
+            f"{r['measured_engine']} | {d['engine']:.1f} | {r['error']:+.1f} | {yes[r['ok']]} | "
+            f"{d['device_in'] + d['device_out']:.1f} | {d['total']:.1f} | {off:+.1f} | "
+            f"{yes[abs(off) <= d['block']]} |"
         )
     lines += ["", report.get("explanation", "")]
     return "\n".join(lines) + "\n"
