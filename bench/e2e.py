@@ -299,7 +299,7 @@ def _attempt(backend: str, s: E2ESettings, workdir: Path) -> dict[str, Any]:
         "declared": engine.latency(info.input_latency_s, info.output_latency_s),
         "misses": c.misses,
         "callbacks": c.callbacks,
-        "xruns": dict(stream.xruns),
+        "xruns": dict(stream.xruns) if info.xruns_visible else None,
     }
 
 

@@ -420,7 +420,7 @@ def _final_report(engine, stream, recorder, seconds: float) -> dict:
         "margin_changes": engine.margin_changes(),
         "nonfinite_input": c.nonfinite_input,
         "dropped_input": c.dropped_input,
-        "xruns": dict(stream.xruns),
+        "xruns": dict(stream.xruns) if info.xruns_visible else None,
         "callback_errors": getattr(stream, "callback_errors", 0),
         "recording_dropped": recorder.dropped,
         "worker_error": engine.worker_error,
@@ -461,7 +461,11 @@ def _format_report(r: dict) -> str:
             f"p50 {b['p50']:.3f}  p90 {b['p90']:.3f}  p99 {b['p99']:.3f}  "
             f"p99.9 {b['p99.9']:.3f}  max {b['max']:.3f}  mean {b['mean']:.3f} ms"
         )
-    xr = ", ".join(f"{k} {v}" for k, v in r["xruns"].items()) or "none"
+    xr = (
+        ", ".join(f"{k} {v}" for k, v in r["xruns"].items()) or "none"
+        if r["xruns"] is not None
+        else f"not visible to the {r['backend']} backend"
+    )
     lines.append(
         f"{r['seconds']:.1f} s, {r['callbacks']} callbacks, deadline misses {r['misses']} "
         f"(+{r['startup_misses']} while the device pre-filled its buffers), xruns: {xr}"

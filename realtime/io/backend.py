@@ -67,7 +67,8 @@ class StreamInfo:
     """What a stream really runs at.
 
     ``samplerate`` in Hz, ``blocksize`` in samples per channel per callback, latencies in seconds
-    as the backend reports them (PortAudio's input/output latency; 0 for files).
+    as the backend reports them (PortAudio's input/output latency, the server's for ``pulse``; 0
+    for files).
     """
 
     samplerate: int
@@ -79,6 +80,8 @@ class StreamInfo:
     backend: str
     input_name: str
     output_name: str
+    xruns_visible: bool = True
+    """False where the backend cannot see xruns (``pulse``): its ``xruns`` stay zero."""
 
 
 @runtime_checkable

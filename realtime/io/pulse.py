@@ -7,7 +7,7 @@ the callback and writes the block. The playback stream is primed with silence (t
 default) at start, so the lag through the stream is set once and then stays: the capture clock
 paces the loop and both streams run on the server's clock.
 
-Latency: after every read the thread asks the server for both streams' latency
+Latency: after every fourth read the thread asks the server for both streams' latency
 (``pa_simple_get_latency``: what is queued in the stream plus the device's own latency,
 interpolated from the server's timing information) and keeps the last 4096 readings; ``info``
 reports their medians. On the project's private server (PipeWire 0.3.65, block 256) the
@@ -15,9 +15,10 @@ reported sum lies within one block of the lag measured from sink to sink, where 
 figures through the ALSA plugin overestimate it by one to three blocks (README, "Latency
 accounting").
 
-libpulse's simple API has no xrun notification, so ``xruns`` stays zero with this backend: a
-block the server plays as silence because the loop was late moves the lag through the stream by a
-block, unreported (the live tests measure the lag). The latency readings cannot stand in for it:
+libpulse's simple API has no xrun notification, so ``xruns`` stays zero with this backend and
+``info.xruns_visible`` is False (the run report says so): a block the server plays as silence
+because the loop was late moves the lag through the stream by a block, unreported (the live tests
+measure the lag). The latency readings cannot stand in for it:
 interpolated between the server's timing updates, they drift by up to two blocks over a few
 seconds while the real lag stays put (measured here at 48 kHz), which is also why ``info``
 reports medians over many blocks.
@@ -43,7 +44,9 @@ _ERR_INVALID, _ERR_CONNECTIONREFUSED = 3, 6
 MAX_RATE = 384000
 """The highest rate a PulseAudio stream takes (Hz)."""
 LATENCY_READINGS = 4096
-"""How many per-block latency readings a stream keeps for ``info`` (the most recent ones)."""
+"""How many latency readings a stream keeps for ``info`` (the most recent ones)."""
+READ_EVERY = 4
+"""The audio thread reads the latencies every this many blocks (between read and callback)."""
 
 
 class _SampleSpec(ctypes.Structure):
@@ -155,7 +158,8 @@ class PulseStream(_GuardedStream):
         self._thread.start()
 
     def _loop(self) -> None:
-        """The audio thread: prime playback with silence, then read, call, write."""
+        """The audio thread: drop the capture backlog, prime playback with silence, then read,
+        call, write."""
         simple, rec, play, nbytes = self._simple, self._rec, self._play, self._bytes
         read, write = simple.pa_simple_read, simple.pa_simple_write
         latency = simple.pa_simple_get_latency
@@ -164,6 +168,11 @@ class PulseStream(_GuardedStream):
         pin, pout = self._in.ctypes.data, self._out.ctypes.data
         guard, lat, run, perf = self._guard, self._latency_us, self._run, time.perf_counter
         self._out.fill(0.0)
+        # capture runs from the moment the stream was opened: drop that backlog, or the loop
+        # would start with a burst of blocks faster than real time
+        if simple.pa_simple_flush(rec, perr) < 0:
+            self._fail("flush", code.value)
+            return
         for _ in range(self._prime_blocks):
             if write(play, pout, nbytes, perr) < 0:
                 self._fail("write", code.value)
@@ -172,10 +181,11 @@ class PulseStream(_GuardedStream):
             if read(rec, pin, nbytes, perr) < 0:
                 self._fail("read", code.value)
                 return
-            i = self._readings % LATENCY_READINGS
-            lat[i, 0] = latency(rec, perr)
-            lat[i, 1] = latency(play, perr)
-            self._readings += 1
+            if guard.blocks % READ_EVERY == 0:  # fewer GIL hand-offs on the audio thread
+                i = self._readings % LATENCY_READINGS
+                lat[i, 0] = latency(rec, perr)
+                lat[i, 1] = latency(play, perr)
+                self._readings += 1
             guard(self._in, self._out, 0, perf())
             if write(play, pout, nbytes, perr) < 0:
                 self._fail("write", code.value)
@@ -330,5 +340,6 @@ def open_pulse(
         backend="pulse",
         input_name=in_name,
         output_name=out_name,
+        xruns_visible=False,
     )
     return PulseStream(rec, play, guard, info, blocksize, channels, target // blocksize)

@@ -9,9 +9,9 @@ server of the other live tests keeps its graph; the player is ``paplay`` decodin
 capture through the ALSA plugin slipped now and then on this 2-core VM, unreported). Checked:
 wavehost captured the decoded MP3 (correlation ≥ 0.99 with soundfile's decode of the same file,
 both channels, window by window at one lag), the live output equals an offline render of the live
-input sample for sample, the listener's sink carried that output (window by window at one lag),
-and the restored output puts energy back above the MP3's low-pass (16–20 kHz) that the input
-lacks. A lag may step only where the stream reported an xrun.
+input sample for sample, the listener's sink carried that output (window by window at one lag,
+one unreported one-block step let through: see below), and the restored output puts energy back
+above the MP3's low-pass (16–20 kHz) that the input lacks.
 """
 
 from __future__ import annotations
@@ -60,20 +60,21 @@ def music_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         subprocess.run([*script, "stop"], capture_output=True, timeout=30, env=env)
 
 
-def assert_one_lag(y: np.ndarray, x: np.ndarray, reported: int, channel: int) -> None:
+def assert_one_lag(y: np.ndarray, x: np.ndarray, what: str, slips: int = 0) -> None:
     """``x`` (5 s) is in ``y`` window by window (0.25 s, correlation ≥ 0.99) at one lag, which
-    may step only as often as the stream ``reported`` (an xrun moves it by a block; the windows
-    around a step may fall short)."""
+    may step (by whole blocks) at most ``slips`` times; the two windows around a step may fall
+    short."""
     lag = aligned_correlation(y, x)[0]
     lags, corrs = window_lags(y, x, max(0, lag - RATE // 4), RATE // 2, RATE // 4)
     good = corrs >= 0.99
-    steps = np.count_nonzero(np.diff(lags[good]))
-    assert len(corrs) == 20 and good.sum() >= 20 - 2 * steps and steps <= reported, (
-        channel,
-        lags,
-        corrs.round(3),
-        reported,
-    )
+    steps = np.diff(lags[good])
+    steps = steps[steps != 0]
+    assert (
+        len(corrs) == 20
+        and len(steps) <= slips
+        and np.all(steps % BLOCK == 0)
+        and good.sum() >= 20 - 2 * len(steps)
+    ), (what, lags, corrs.round(3))
 
 
 @pytest.mark.live
@@ -116,11 +117,11 @@ def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path):
 
     # wavehost captured what the player played: the decoded MP3, both channels (5 s from 3 s on,
     # clear of the moment the server links a new stream), every 0.25 s window to correlation 0.99
-    # and at one lag, unless the stream reported an overrun
+    # and at one lag
     live_in, _ = sf.read(inp, dtype="float32", always_2d=True)
     ref = slice(3 * RATE, 8 * RATE)
     for ch in range(2):
-        assert_one_lag(live_in[:, ch], decoded[ref, ch], r["xruns"]["input_overflow"], ch)
+        assert_one_lag(live_in[:, ch], decoded[ref, ch], f"capture, channel {ch}")
 
     # live = render: the recorded engine input rendered offline gives the recorded output
     live_out, _ = sf.read(out, dtype="float32", always_2d=True)
@@ -132,11 +133,13 @@ def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path):
     n = len(live_out) - engine_lag
     np.testing.assert_array_equal(offline[:n], live_out[engine_lag:])
 
-    # the listener heard it: what sink `speakers` carried is wavehost's output, every window at
-    # one lag, unless the stream reported an under-run
+    # the listener heard it: what sink `speakers` carried is wavehost's output, window by window
+    # at one lag. One step of a block is let through: after this test's other live runs, the
+    # playback side under-ran by one block in about one run in four here (2 loaded cores), and
+    # the pulse backend cannot see an under-run (an open item of the host issue)
     heard, _ = sf.read(heard_wav, dtype="float32", always_2d=True)
     for ch in range(2):
-        assert_one_lag(heard[:, ch], live_out[ref, ch], r["xruns"]["output_underflow"], ch)
+        assert_one_lag(heard[:, ch], live_out[ref, ch], f"listener, channel {ch}", slips=1)
 
     # restored: energy back above the MP3's low-pass, where the input is near silent; the median
     # over 85 ms frames (a capture glitch, a broadband click in the input, spoils only its frame:

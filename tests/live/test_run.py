@@ -86,8 +86,9 @@ def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
     r = json.loads(report.read_text())
 
     # 0 xruns over the whole run (20 s of signal, block 256); misses only while the adaptive
-    # margin settles (each one is crossfaded, counted and reported)
-    assert sum(r["xruns"].values()) == 0, r["xruns"]
+    # margin settles (each one is crossfaded, counted and reported). The pulse backend cannot
+    # see xruns (None): there a lost block shows as a step of the lag, checked below.
+    assert r["xruns"] is None if backend == "pulse" else sum(r["xruns"].values()) == 0, r["xruns"]
     assert r["callback_errors"] == 0
     assert r["misses"] <= 2, (r["misses"], r["miss_times_s"], r["margin_changes"])
     assert r["seconds"] >= SECONDS
