@@ -309,38 +309,14 @@ def open_duplex(
         )
     if input_file is not None or output_file is not None:
         raise DeviceError(f"input_file/output_file need backend='file', not '{backend}'")
+    if backend == "sounddevice":
+        from realtime.io.portaudio_sd import open_sounddevice as opener
+    elif backend == "pulse":
+        from realtime.io.pulse import open_pulse as opener
+    else:
+        from realtime.io.portaudio_pa import open_pyaudio as opener
     with _open_lock:
-        if backend == "sounddevice":
-            from realtime.io.portaudio_sd import open_sounddevice
-
-            return open_sounddevice(
-                guard,
-                samplerate=samplerate,
-                blocksize=blocksize,
-                channels=channels,
-                input_device=input_device,
-                output_device=output_device,
-                monitor=monitor,
-                sink=sink,
-                latency=latency,
-            )
-        if backend == "pulse":
-            from realtime.io.pulse import open_pulse
-
-            return open_pulse(
-                guard,
-                samplerate=samplerate,
-                blocksize=blocksize,
-                channels=channels,
-                input_device=input_device,
-                output_device=output_device,
-                monitor=monitor,
-                sink=sink,
-                latency=latency,
-            )
-        from realtime.io.portaudio_pa import open_pyaudio
-
-        return open_pyaudio(
+        return opener(
             guard,
             samplerate=samplerate,
             blocksize=blocksize,
