@@ -16,3 +16,11 @@ def test_no_server_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path)
         open_duplex(
             lambda i, o, s: None, backend="pulse", samplerate=16000, blocksize=256, output_device=3
         )
+
+
+def test_bad_latency_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("PULSE_SERVER", f"unix:{tmp_path}/no-server")
+    with pytest.raises(DeviceError, match=r"^latency must be low, high or seconds, got 'soon'"):
+        open_duplex(
+            lambda i, o, s: None, backend="pulse", samplerate=16000, blocksize=256, latency="soon"
+        )

@@ -40,7 +40,7 @@ from realtime.io.backend import CallbackGuard, DeviceError, StreamInfo, _Guarded
 _PLAYBACK, _RECORD = 1, 2  # pa_stream_direction_t
 _FLOAT32LE = 5  # pa_sample_format_t
 _DEFAULT = 0xFFFFFFFF  # (uint32_t) -1: let the server choose
-_ERR_INVALID, _ERR_CONNECTIONREFUSED = 3, 6
+_ERR_CONNECTIONREFUSED = 6  # pa_error_code_t
 MAX_RATE = 384000
 """The highest rate a PulseAudio stream takes (Hz)."""
 LATENCY_READINGS = 4096
@@ -318,7 +318,11 @@ def open_pulse(
     elif latency == "high":
         target = 4 * blocksize
     else:
-        target = max(1, math.ceil(float(latency) * samplerate / blocksize - 1e-9)) * blocksize
+        try:
+            seconds = float(latency)
+        except ValueError:
+            raise DeviceError(f"latency must be low, high or seconds, got {latency!r}") from None
+        target = max(1, math.ceil(seconds * samplerate / blocksize - 1e-9)) * blocksize
     spec = _SampleSpec(_FLOAT32LE, samplerate, channels)
     rec_attr = _BufferAttr(_DEFAULT, _DEFAULT, _DEFAULT, _DEFAULT, blocksize * frame_bytes)
     play_attr = _BufferAttr(
