@@ -393,11 +393,13 @@ def check_exclusive(
         raise DeviceError("give either sink= (a sink to play to) or output_device=, not both")
 
 
-def pulse_targets(monitor: str | None, sink: str | None) -> tuple[str | None, str | None]:
+def pulse_targets(
+    monitor: str | None, sink: str | None, names: tuple[list[str], list[str]] | None
+) -> tuple[str | None, str | None]:
     """``(source, sink)`` names on the PulseAudio/PipeWire server for ``monitor=`` (a sink whose
-    monitor is captured, or a source captured directly) and ``sink=``; each checked against the
-    server's list when ``pactl`` answers. Raises :class:`DeviceError` naming the known sinks."""
-    names = pulse_names()
+    monitor is captured, or a source captured directly) and ``sink=``; each checked against
+    ``names``, the server's :func:`pulse_names` (None: unchecked). Raises :class:`DeviceError`
+    naming the known sinks."""
     source = None
     if monitor:
         source = monitor if monitor.endswith(".monitor") else f"{monitor}.monitor"
@@ -439,7 +441,7 @@ def resolve_endpoints(
     check_exclusive(input_device, output_device, monitor, sink)
     env: dict[str, str] = {}
     if monitor or sink:
-        source, sink_name = pulse_targets(monitor, sink)
+        source, sink_name = pulse_targets(monitor, sink, pulse_names())
         if source:
             env["PULSE_SOURCE"] = source
         if sink_name:

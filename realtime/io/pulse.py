@@ -117,7 +117,7 @@ class PulseStream(_GuardedStream):
         info: StreamInfo,
         frames: int,
         channels: int,
-        prime_blocks: int = 1,
+        prime_blocks: int,
     ) -> None:
         self._simple = _load()[0]
         self._prime_blocks = prime_blocks
@@ -265,15 +265,17 @@ def _open_one(
     raise DeviceError(f"cannot open the pulse {kind} stream on '{name}': {reason}")
 
 
-def _named(value: str | int | None, kind: str) -> str | None:
-    """A source/sink name given as ``input_device``/``output_device``, checked on the server."""
+def _named(
+    value: str | int | None, kind: str, names: tuple[list[str], list[str]] | None
+) -> str | None:
+    """A source/sink name given as ``input_device``/``output_device``, checked against the
+    server's ``names`` (:func:`~realtime.io.devices.pulse_names`; None: unchecked)."""
     if value is None:
         return None
     if not isinstance(value, str):
         raise DeviceError(
             f"the pulse backend names {kind}s (e.g. 'call.monitor'), not PortAudio index {value}"
         )
-    names = devices.pulse_names()
     known = None if names is None else names[0 if kind == "sink" else 1]
     if known is not None and value not in known:
         raise DeviceError(
@@ -303,9 +305,11 @@ def open_pulse(
     with it, in 0 of 2 with two; later runs with two still showed one in about four).
     """
     devices.check_exclusive(input_device, output_device, monitor, sink)
-    source, sink_name = devices.pulse_targets(monitor, sink)
-    source = source or _named(input_device, "source")
-    sink_name = sink_name or _named(output_device, "sink")
+    named = (monitor, sink, input_device, output_device)
+    names = devices.pulse_names() if any(v is not None for v in named) else None
+    source, sink_name = devices.pulse_targets(monitor, sink, names)
+    source = source or _named(input_device, "source", names)
+    sink_name = sink_name or _named(output_device, "sink", names)
     in_name = f"monitor of {monitor} (pulse)" if monitor else source or "default source (pulse)"
     out_name = f"sink {sink_name} (pulse)" if sink_name else "default sink (pulse)"
     if not 1 <= samplerate <= MAX_RATE:

@@ -21,6 +21,7 @@ import pytest
 import soundfile as sf
 from audio import aligned_correlation, known_signal
 
+from bench.e2e import parse_exports
 from realtime.io import (
     XRUN_NAMES,
     DeviceError,
@@ -321,15 +322,12 @@ def test_pulse_backend_fails_cleanly_when_the_server_goes(tmp_path, monkeypatch)
     exception on the audio thread), and a server that is not there is one clear error."""
     server = tmp_path / "server"
     env = {**os.environ, "WAVEHOST_AUDIO_DIR": str(server)}
-    script = Path(__file__).resolve().parents[2] / "scripts" / "audio-server.sh"
-    subprocess.run(["bash", str(script), "start", "--rate", "16000"], env=env, check=True,
-                   capture_output=True, timeout=60)  # fmt: skip
+    script = REPO / "scripts" / "audio-server.sh"
+    started = subprocess.run(["bash", str(script), "start", "--rate", "16000"], env=env,
+                             check=True, capture_output=True, text=True, timeout=60)  # fmt: skip
     try:
-        lines = subprocess.run(["bash", str(script), "env"], env=env, capture_output=True,
-                               text=True, check=True).stdout.splitlines()  # fmt: skip
-        for line in lines:
-            key, _, value = line.removeprefix("export ").partition("=")
-            monkeypatch.setenv(key, value.strip("'"))
+        for key, value in parse_exports(started.stdout).items():
+            monkeypatch.setenv(key, value)
         stream = open_duplex(copy_callback, backend="pulse", samplerate=16000, blocksize=BLOCK,
                              monitor="call", sink="listener")  # fmt: skip
         stream.start()
