@@ -39,6 +39,7 @@ from realtime.contract import PluginInfo
 from realtime.engine import MODES, Engine
 from realtime.loader import LoadedPlugin, load_plugin
 from realtime.processor import Processor
+from realtime.rt import gc_freeze
 
 QUANTILES = (50.0, 90.0, 99.0, 99.9)
 IDENTITY = "identity"
@@ -171,15 +172,16 @@ def time_calls(
     wall = np.empty(count, np.float64)
     cpu = np.empty(count, np.float64)
     perf, thread = time.perf_counter, time.thread_time
-    for i in range(count):
-        x = inputs[i % n]
-        c0 = thread()
-        t0 = perf()
-        fn(x)
-        if sync:
-            sync()
-        wall[i] = perf() - t0
-        cpu[i] = thread() - c0
+    with gc_freeze:  # the host runs its blocks with the collector frozen (see realtime.rt)
+        for i in range(count):
+            x = inputs[i % n]
+            c0 = thread()
+            t0 = perf()
+            fn(x)
+            if sync:
+                sync()
+            wall[i] = perf() - t0
+            cpu[i] = thread() - c0
     return Timings(wall, cpu)
 
 
@@ -281,9 +283,10 @@ def live_run(
     engine.start()
     torch.set_num_threads(threads)  # Engine.start sets one thread: the grid asks for `threads`
     thread = threading.Thread(target=clock, name="bench-clock")
-    thread.start()
-    thread.join()
-    time.sleep(2 * period)  # let the worker finish the last block
+    with gc_freeze:  # as a stream holds it: no full collection stalls the clock or the worker
+        thread.start()
+        thread.join()
+        time.sleep(2 * period)  # let the worker finish the last block
     engine.stop()
     c = engine.counters
     result: dict[str, Any] = {

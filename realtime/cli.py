@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from realtime.contract import PluginError
-from realtime.rt import go_realtime
+from realtime.rt import gc_freeze, go_realtime
 
 COMMAND_GROUP = "wavehost.commands"
 DEFAULT_PLUGIN = "bwe-8k-16k"
@@ -424,6 +424,7 @@ def _final_report(engine, stream, recorder, seconds: float) -> dict:
         "callback_errors": getattr(stream, "callback_errors", 0),
         "recording_dropped": recorder.dropped,
         "worker_error": engine.worker_error,
+        "gc": {"collections": gc_freeze.collections, "longest_ms": 1e3 * gc_freeze.longest_s},
         "scheduling": {
             "callback": f"SCHED_FIFO {stream.rt_priority}"
             if getattr(stream, "rt_priority", 0)
@@ -476,6 +477,10 @@ def _format_report(r: dict) -> str:
         )
     sched = r["scheduling"]
     lines.append(f"scheduling: callback {sched['callback']}; worker {sched['worker']}")
+    lines.append(
+        f"garbage collector: {r['gc']['collections']} collections while streaming, longest "
+        f"{r['gc']['longest_ms']:.2f} ms (what was alive at the start is frozen out of them)"
+    )
     return "\n".join(lines)
 
 

@@ -18,6 +18,9 @@ first block (opt-in; see :func:`default_rt_priority`).
 An exception raised by the callback does not stop the stream: the block is played as silence,
 the error is counted (``stream.callback_errors``) and the first message kept
 (``stream.first_error``).
+From ``start()`` to ``stop()`` the objects alive at start are frozen out of Python's cyclic
+garbage collector (:class:`realtime.rt.GcFreeze`): a full collection with torch loaded holds the
+GIL for over 100 ms, which every callback here would wait out.
 
 System-audio monitoring and sink selection (``monitor=`` / ``sink=``) go through the ALSA
 ``pulse`` plugin, so they work on any PulseAudio or PipeWire (pipewire-pulse) server, not only the
@@ -35,7 +38,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from realtime.rt import go_realtime
+from realtime.rt import gc_freeze, go_realtime
 
 Callback = Callable[[np.ndarray, np.ndarray, int], None]
 """``callback(indata, outdata, status)``: see the module docstring."""
@@ -198,10 +201,55 @@ class CallbackGuard:
 
 
 class _GuardedStream:
-    """Shared bookkeeping of the concrete streams (the counters live in the guard)."""
+    """Shared bookkeeping of the concrete streams (the counters live in the guard).
+
+    A backend implements ``_start``, ``_stop`` and ``_close``; the public methods around them
+    hold :data:`realtime.rt.gc_freeze` from ``start()`` to ``stop()`` or ``close()``, so the
+    cyclic garbage collector cannot stall the audio thread while the stream runs.
+    """
 
     info: StreamInfo
     _guard: CallbackGuard
+    _gc_held = False
+
+    def start(self) -> None:
+        """Start calling back (again, after ``stop()``). Raises DeviceError once closed."""
+        if not self._gc_held:
+            gc_freeze.hold()
+            self._gc_held = True
+        try:
+            self._start()
+        except BaseException:
+            self._release_gc()
+            raise
+
+    def stop(self) -> None:
+        """Stop calling back; the stream can be started again."""
+        try:
+            self._stop()
+        finally:
+            self._release_gc()
+
+    def close(self) -> None:
+        """Stop and free the stream for good (idempotent)."""
+        try:
+            self._close()
+        finally:
+            self._release_gc()
+
+    def _release_gc(self) -> None:
+        if self._gc_held:
+            self._gc_held = False
+            gc_freeze.release()
+
+    def _start(self) -> None:
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
 
     @property
     def xruns(self) -> dict[str, int]:
@@ -241,7 +289,7 @@ class _GuardedStream:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()  # type: ignore[attr-defined]
+        self.close()
 
 
 _open_lock = threading.Lock()

@@ -50,7 +50,7 @@ class FileStream(_Base):
         self.blocksize = blocksize
         self.channels = channels
         self.finished = threading.Event()
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -127,25 +127,25 @@ class FileStream(_Base):
         )
 
     # -- control -----------------------------------------------------------------------------
-    def start(self) -> None:
+    def _start(self) -> None:
         with self._lock:
             if self._closed:
                 raise DeviceError("the stream is closed; open a new one")
             if self.finished.is_set() or (self._thread is not None and self._thread.is_alive()):
                 return
-            self._stop.clear()
+            self._halt.clear()
             self._thread = threading.Thread(
                 target=self._run, name="wavehost-file-clock", daemon=True
             )
             self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
+    def _stop(self) -> None:
+        self._halt.set()
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join()
 
-    def close(self) -> None:
+    def _close(self) -> None:
         self.stop()
         with self._lock:
             if self._closed:
@@ -156,7 +156,7 @@ class FileStream(_Base):
     @property
     def active(self) -> bool:
         t = self._thread
-        return t is not None and t.is_alive() and not self._stop.is_set()
+        return t is not None and t.is_alive() and not self._halt.is_set()
 
     @property
     def failed(self) -> bool:
@@ -185,10 +185,10 @@ class FileStream(_Base):
         n = 0
         inbuf, inview, outbuf = self._inbuf, self._inview, self._outbuf
         guard = self._guard
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             deadline = t0 + (n + 1) * period
             wait = deadline - perf()
-            if wait > 0 and self._stop.wait(wait):
+            if wait > 0 and self._halt.wait(wait):
                 break
             valid = self.blocksize
             if self._in is not None:

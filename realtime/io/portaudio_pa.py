@@ -29,14 +29,14 @@ class PyAudioStream(_GuardedStream):
         self._closed = False
         self._started = False
 
-    def start(self) -> None:
+    def _start(self) -> None:
         if self._closed:
             raise DeviceError("the stream is closed; open a new one")
         if self._stream.is_stopped():
             self._stream.start_stream()
         self._started = True
 
-    def stop(self) -> None:
+    def _stop(self) -> None:
         self._started = False
         if not self._closed and not self._stream.is_stopped():
             self._stream.stop_stream()
@@ -46,7 +46,7 @@ class PyAudioStream(_GuardedStream):
         """Started and not stopped, yet no longer running: PortAudio aborted it. Reopen it."""
         return self._started and not self._closed and not self._stream.is_active()
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True

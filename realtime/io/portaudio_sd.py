@@ -26,13 +26,13 @@ class SoundDeviceStream(_GuardedStream):
         self._closed = False
         self._started = False
 
-    def start(self) -> None:
+    def _start(self) -> None:
         if self._closed:
             raise DeviceError("the stream is closed; open a new one")
         self._stream.start()
         self._started = True
 
-    def stop(self) -> None:
+    def _stop(self) -> None:
         self._started = False
         if not self._closed and not self._stream.stopped:
             self._stream.stop()
@@ -43,7 +43,7 @@ class SoundDeviceStream(_GuardedStream):
         poll timed out on an overloaded machine). Reopen the stream to go on."""
         return self._started and not self._closed and not self._stream.active
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self._closed:
             return
         self._closed = True

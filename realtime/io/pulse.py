@@ -147,7 +147,7 @@ class PulseStream(_GuardedStream):
             self._info, input_latency_s=float(med[0]), output_latency_s=float(med[1])
         )
 
-    def start(self) -> None:
+    def _start(self) -> None:
         if self._closed:
             raise DeviceError("the stream is closed; open a new one")
         if self._thread is not None and self._thread.is_alive():
@@ -195,7 +195,7 @@ class PulseStream(_GuardedStream):
         self._error = f"pulse {what} failed: {_strerror(code)}"
         self._run.clear()
 
-    def stop(self) -> None:
+    def _stop(self) -> None:
         self._run.clear()
         thread = self._thread
         if thread is not None:
@@ -219,7 +219,7 @@ class PulseStream(_GuardedStream):
         """The stream's own failure, else the first callback exception (``"Type: message"``)."""
         return self._error or self._guard.first_error
 
-    def close(self) -> None:
+    def _close(self) -> None:
         if self._closed:
             return
         self.stop()

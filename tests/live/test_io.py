@@ -7,6 +7,7 @@ duplex stream captures ``call``'s monitor and copies it to sink ``listener``; a 
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from realtime.io import (
     list_devices,
     open_duplex,
 )
+from realtime.rt import gc_freeze
 
 BLOCK = 256
 REPO = Path(__file__).resolve().parents[2]
@@ -525,6 +527,44 @@ def test_audio_server_script_is_idempotent(audio_server) -> None:
     ).stdout
     assert [ln.split("\t")[1] for ln in sinks.splitlines()] == list(audio_server.sinks)
     assert "1ch" in sinks and os.stat(audio_server.dir / "run").st_mode & 0o777 == 0o700
+
+
+@pytest.mark.live
+def test_garbage_collection_while_streaming_causes_no_xrun(audio_server) -> None:
+    """A full collection holds the GIL that every callback needs: unfrozen, this heap's takes
+    longer than the device buffers (checked below, so the test can fail), and used to under-run
+    the stream once per collection."""
+    rate = 48000
+    audio_server.force_rate(rate)
+    heap = [[] for _ in range(300_000)]
+    for cell in heap:
+        cell.append(cell)
+    stream = open_duplex(
+        copy_callback,
+        backend="sounddevice",
+        samplerate=rate,
+        blocksize=BLOCK,
+        monitor=audio_server.call,
+        sink=audio_server.listener,
+    )
+    try:
+        stream.start()
+        time.sleep(0.3)
+        for _ in range(4):
+            gc.collect()
+            time.sleep(0.1)
+        stream.stop()
+    finally:
+        stream.close()
+    frozen = gc_freeze.collections, gc_freeze.longest_s
+    t0 = time.perf_counter()
+    gc.collect()
+    unfrozen = time.perf_counter() - t0
+    del heap
+    buffered = stream.info.output_latency_s
+    assert unfrozen > buffered, f"heap too small to test: a collection took {unfrozen * 1e3:.1f} ms"
+    assert frozen[0] >= 4 and frozen[1] < buffered / 4, f"collections while streaming: {frozen}"
+    assert_no_xruns(stream)
 
 
 # -- file backend (no server needed) ------------------------------------------------------------
