@@ -375,6 +375,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             f"{recorder.buffer_s:g} s behind); they are that much shorter than the run",
             file=sys.stderr,
         )
+    dropped = engine.counters.dropped_input
+    if dropped:
+        print(
+            f"wavehost: warning: the plugins fell a whole input ring behind: {dropped} input "
+            f"frames ({1e3 * dropped / rate:.0f} ms) were never processed (played dry, on "
+            "time); the --record files lack them",
+            file=sys.stderr,
+        )
     return _report_faults(chain.health, engine.counters.nonfinite_input)
 
 

@@ -15,6 +15,12 @@ missing, up to ``max_margin_blocks``: the late wet frames are played when they a
 dry path is delayed as much, so a stream whose callbacks come in bursts (a device period
 larger than the block) settles at the margin it needs. Every change is logged and reported.
 Without it, or at the cap, late wet frames are discarded to keep the latency fixed.
+
+A stall longer than the input ring (64 blocks) drops input (counted): the callback notes where
+the hole falls in the worker's output stream, plays those blocks dry and owes nothing for them,
+so the wet path comes back on the declared timeline, with no stale wet audio in between.
+Before a stream starts, :meth:`Engine.start` runs a few blocks of silence through the path so
+that a TorchScript plugin's first-call compilation is not paid live.
 """
 
 from __future__ import annotations
@@ -54,6 +60,47 @@ class EngineCounters:
     missed_frames: int = 0
     nonfinite_input: int = 0  # input samples that were NaN/Inf (replaced by 0)
     dropped_input: int = 0  # input frames lost because the worker fell too far behind
+
+
+class _Gaps:
+    """Holes in the wet stream, for the callback alone (nothing shared, nothing allocated).
+
+    A block of input dropped because the worker is a whole input ring behind never comes out
+    of it: the output ring's stream lacks those frames. Each hole is kept as (position in that
+    stream, frames), the position counted in frames written to the output ring (the prime
+    included); consecutive drops at one position make one hole. ``capacity`` bounds the holes
+    pending at once (each needs real frames between it and the next).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self._pos = [0] * capacity
+        self._left = [0] * capacity
+        self._head = 0
+        self._count = 0
+
+    def add(self, pos: int, frames: int) -> None:
+        cap = len(self._pos)
+        if self._count:
+            tail = (self._head + self._count - 1) % cap
+            if self._pos[tail] == pos:
+                self._left[tail] += frames
+                return
+        i = (self._head + self._count) % cap
+        self._pos[i], self._left[i] = pos, frames
+        self._count += 1
+
+    def next(self) -> int:
+        """Position of the first hole still ahead, or -1."""
+        return self._pos[self._head] if self._count else -1
+
+    def take(self, frames: int) -> int:
+        """Pass up to ``frames`` of the first hole; return how many."""
+        k = min(frames, self._left[self._head])
+        self._left[self._head] -= k
+        if self._left[self._head] == 0:
+            self._head = (self._head + 1) % len(self._pos)
+            self._count -= 1
+        return k
 
 
 class Engine:
@@ -125,6 +172,9 @@ class Engine:
         self._debt = 0  # wet frames owed to the timeline: discard them when they arrive
         self._in_ring = Ring(64 * b, ch)
         self._out_ring = Ring(64 * b + self.buffered, ch)
+        self._fed = 0  # frames that will come out of the worker (the prime included)
+        self._taken = 0  # frames read or skipped from the output ring
+        self._gaps = _Gaps((self._in_ring.capacity + self._out_ring.capacity) // b + 2)
         self._work_in = np.zeros((b, ch), np.float32)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
@@ -137,9 +187,11 @@ class Engine:
     # ---- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Prime the rings and start the worker (threaded mode). Call before the stream starts."""
-        self.processor.reset()
+        """Warm the path up, prime the rings and start the worker (threaded mode). Call before
+        the stream starts."""
+        self.processor.warm_up()
         self._out_ring.write(np.zeros((self.buffered, self.channels), np.float32))
+        self._fed, self._taken = self.buffered, 0
         torch.set_num_threads(1)
         sys.setswitchinterval(0.0005)  # the callback waits for the GIL at most this long
         self._running = True
@@ -172,7 +224,12 @@ class Engine:
         if self.mode == "inline":
             self._inline(x, outdata)
             return
-        c.dropped_input += n - self._in_ring.write(x)
+        if self._in_ring.space() >= n:
+            self._in_ring.write(x)
+            self._fed += n
+        else:  # the worker is a whole ring behind: this block will never come out of it
+            c.dropped_input += n
+            self._gaps.add(self._fed, n)
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"\0")
         dry = self._dry[:n]
@@ -181,9 +238,10 @@ class Engine:
         out = outdata[:, : self.channels]
         jumped, self._jump = self._jump, False
         if self._debt:
-            self._debt -= self._out_ring.skip(self._debt)
-        if not self._debt and self._out_ring.available() >= n:
+            self._settle_debt()
+        if not self._debt and self._room(n) >= n and self._out_ring.available() >= n:
             self._out_ring.read(wet)
+            self._taken += n
             if self._wet_gain < 1.0:  # recovering: fade the wet path back in over this block
                 kernels.crossfade(wet, dry, out, self._wet_gain, 1.0)
                 self._wet_gain = 1.0
@@ -199,7 +257,28 @@ class Engine:
         self._last_out[:] = out[n - 1]
         self._last_dry[:] = dry[n - 1]
 
+    def _settle_debt(self) -> None:
+        """Discard owed wet frames as they arrive; a hole in the stream pays its share."""
+        while self._debt:
+            hole = self._gaps.next()
+            if hole == self._taken:
+                self._debt -= self._gaps.take(self._debt)
+                continue
+            want = self._debt if hole < 0 else min(self._debt, hole - self._taken)
+            got = self._out_ring.skip(want)
+            self._taken += got
+            self._debt -= got
+            if got < want:
+                return
+
+    def _room(self, n: int) -> int:
+        """Output-ring frames that can be read before the next hole (at most ``n``)."""
+        hole = self._gaps.next()
+        return n if hole < 0 else min(n, hole - self._taken)
+
     def _miss(self, n: int, wet: np.ndarray, dry: np.ndarray, out: np.ndarray) -> None:
+        """Play dry for a block whose wet frames are late, or never come: frames that fall in
+        a hole are passed and owe nothing, and no margin grows for them."""
         c = self.counters
         if c.callbacks <= self._startup_callbacks:
             c.startup_misses += 1
@@ -207,12 +286,21 @@ class Engine:
             if c.misses < self._miss_log.shape[0]:
                 self._miss_log[c.misses] = c.callbacks - 1
             c.misses += 1
-        got = 0 if self._debt else self._out_ring.read(wet)
-        missing = n - got
-        c.missed_frames += missing
+        got = 0
+        missing = n
+        hole = False
+        if not self._debt:
+            got = self._out_ring.read(wet[: self._room(n)])
+            self._taken += got
+            missing = n - got
+            if missing and self._gaps.next() == self._taken:
+                missing -= self._gaps.take(missing)
+                hole = True
+        c.missed_frames += n - got
         margin = self.margin_blocks * self.block + self.grown
         startup = c.callbacks <= self._startup_callbacks
-        if self.adaptive and not startup and not self._debt and margin + missing <= self.max_margin:
+        grow = self.adaptive and not startup and not hole and not self._debt
+        if missing and grow and margin + missing <= self.max_margin:
             self.grown += missing  # keep the late frames: they play next, `missing` later
             self.delay += missing
             self._jump = True

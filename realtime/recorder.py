@@ -17,8 +17,10 @@ class Recorder:
     block into a ring (no disk I/O, no allocation). A writer thread of normal priority drains the
     rings to disk every ``period_s``. If the disk falls more than ``buffer_s`` behind, frames that
     do not fit are dropped and counted in :attr:`dropped` (the file is then that much shorter);
-    the worker never waits. :meth:`close` drains what is left and finalizes the files; the CLI
-    calls it on every exit path.
+    the worker never waits. Input the engine dropped (its worker a whole ring behind) never
+    reaches the worker, so it is absent from both files (``dropped_input`` in the report).
+    :meth:`close` drains what is left and finalizes the files; the CLI calls it on every exit
+    path.
 
     Args:
         rate: sample rate, Hz.

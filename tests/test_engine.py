@@ -3,6 +3,7 @@ output equal the offline computation, misses crossfade without clicks and recove
 is counted, and the declared engine latency is the measured one."""
 
 import itertools
+import time
 
 import numpy as np
 import pytest
@@ -113,3 +114,37 @@ def test_adaptive_margin_absorbs_repeated_stalls(tmp_path):
     start = int((changes[-1][0] + 0.5) * RATE)
     wet = 0.5 * np.concatenate([np.zeros(d, np.float32), x])[: len(y)]
     np.testing.assert_allclose(y[start:], wet[start:], atol=1e-6)
+
+
+class Stall(Slow):
+    """A gain that sleeps ``seconds`` once, on its ``at``-th call after a reset."""
+
+    def __init__(self, rate: int, seconds: float, at: int, gain: float = 0.5) -> None:
+        super().__init__(rate, gain=gain)
+        self.seconds, self.at = seconds, at
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.at:
+            time.sleep(self.seconds)
+        return x * self.gain
+
+    __call__ = forward
+
+
+def test_a_stall_longer_than_the_input_ring_keeps_the_timeline(tmp_path):
+    """The worker stalls 1.5 s, longer than its 64-block input ring holds: input is dropped
+    (counted), the blocks it would have made play dry, and the wet path comes back on the
+    timeline the report declares, without a click and without stale wet audio."""
+    x = sine(5.0)
+    stall = Stall(RATE, seconds=1.5, at=40)
+    y, engine, _ = live(tmp_path, x, stall)
+    c = engine.counters
+    assert c.dropped_input > 0 and c.callbacks == -(-len(x) // BLOCK)
+    dry_slope = 0.5 * 2 * np.pi * 200 / RATE
+    assert np.max(np.abs(np.diff(y))) < 1.6 * dry_slope  # no click at any switch
+    d = engine.delay
+    assert d == engine.latency().engine
+    wet = 0.5 * np.concatenate([np.zeros(d, np.float32), x])[: len(y)]
+    back = int(2.5 * RATE)  # well after the stall and the catch-up
+    np.testing.assert_allclose(y[back:], wet[back:], atol=1e-6)

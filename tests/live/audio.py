@@ -50,7 +50,8 @@ def window_lags(
     y: np.ndarray, x: np.ndarray, start: int, span: int, win: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Where each ``win``-sample window of ``x`` lies in ``y``: its lag (searched in ``start ..
-    start + span`` samples) and its correlation there, one pair per window that ``y`` covers."""
+    start + span`` samples) and its correlation there, one pair per window that ``y`` covers.
+    A near-silent window of ``x`` (std ≤ 1e-3) has no lag to find: its correlation is NaN."""
     lags, corrs = [], []
     for i in range(0, len(x) - win + 1, win):
         ref = x[i : i + win]
@@ -59,7 +60,7 @@ def window_lags(
             break
         lag = find_lag(seg, ref)
         lags.append(start + lag)
-        corrs.append(np.corrcoef(seg[lag : lag + win], ref)[0, 1] if np.std(ref) > 1e-3 else 1.0)
+        corrs.append(np.corrcoef(seg[lag : lag + win], ref)[0, 1] if np.std(ref) > 1e-3 else np.nan)
     return np.array(lags), np.array(corrs)
 
 

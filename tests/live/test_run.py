@@ -90,6 +90,7 @@ def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
     # see xruns (None): there a lost block shows as a step of the lag, checked below.
     assert r["xruns"] is None if backend == "pulse" else sum(r["xruns"].values()) == 0, r["xruns"]
     assert r["callback_errors"] == 0
+    assert r["dropped_input"] == 0 and r["recording_dropped"] == 0, r
     assert r["misses"] <= 2, (r["misses"], r["miss_times_s"], r["margin_changes"])
     assert r["seconds"] >= SECONDS
 
