@@ -119,15 +119,20 @@ def declick(out: np.ndarray, offset: np.ndarray, ramp: np.ndarray) -> None:
 
 
 def warm_up() -> None:
-    """Compile every kernel for the float32 2-D signatures the host uses (off the audio thread)."""
-    a = np.zeros((8, 1), np.float32)
-    b = np.zeros((4, 1), np.float32)
-    ring_write(a, b, 6)
-    ring_read(a, b, 6)
-    sanitize(b)
-    count_nonfinite(b)
-    count_nonfinite(b.T)
-    polyphase(a, np.zeros((2, 3), np.float32), 2, 1, 4, 0, b)
-    delay_line(a, 0, b, b, 2)
-    crossfade(b, b, b, 1.0, 0.0)
-    declick(b, np.zeros(1, np.float32), np.zeros(4, np.float32))
+    """Compile (or load from numba's cache) every kernel for each float32 2-D layout it can meet
+    live, off the audio thread: numba compiles a new layout on its first call, holding the GIL
+    for a second or more. Plugin output is often Fortran-ordered (a stereo ``(1, 2, n)`` tensor
+    seen as ``(n, 2)``), and a device buffer cut to fewer channels is strided ('A')."""
+    c = np.zeros((4, 2), np.float32)
+    layouts = (c, np.zeros((4, 2), np.float32, order="F"), np.zeros((4, 4), np.float32)[:, ::2])
+    buf = np.zeros((8, 2), np.float32)
+    for x in layouts:
+        ring_write(buf, x, 6)
+        ring_read(buf, x, 6)
+        count_nonfinite(x)
+    for out in (c, layouts[2]):
+        crossfade(c, c, out, 1.0, 0.0)
+        declick(out, np.zeros(2, np.float32), np.zeros(4, np.float32))
+    sanitize(c)
+    polyphase(buf, np.zeros((2, 3), np.float32), 2, 1, 4, 0, c)
+    delay_line(buf, 0, c, c, 2)

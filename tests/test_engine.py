@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from plugins import Fir, Slow
+from plugins import Fir, Gain, Slow
 
 from realtime.chain import Chain
 from realtime.engine import Engine
@@ -148,3 +148,35 @@ def test_a_stall_longer_than_the_input_ring_keeps_the_timeline(tmp_path):
     wet = 0.5 * np.concatenate([np.zeros(d, np.float32), x])[: len(y)]
     back = int(2.5 * RATE)  # well after the stall and the catch-up
     np.testing.assert_allclose(y[back:], wet[back:], atol=1e-6)
+
+
+KERNELS = ("ring_write", "ring_read", "sanitize", "count_nonfinite", "polyphase", "delay_line",
+           "crossfade", "declick")  # fmt: skip
+
+
+@pytest.mark.parametrize(("channels", "device_rate"), [(1, RATE), (2, 48000)])
+def test_no_kernel_compiles_on_the_audio_path(tmp_path, channels, device_rate):
+    """After the engine is built, running it (misses, NaN input, edge resampling, recording, a
+    stereo plugin whose output is Fortran-ordered) compiles no new numba signature: a compile
+    holds the GIL for a second or more (in CI it stalled a stereo run's worker for 2.3 s)."""
+    from realtime import kernels
+    from realtime.recorder import Recorder
+
+    gain = torch.jit.script(Gain(rate=RATE, gain=0.5, channels=channels))
+    proc = Processor(Chain([load_plugin(gain)]), rate_in=device_rate, rate_out=device_rate,
+                     block=BLOCK)  # fmt: skip
+    rec = Recorder(device_rate, channels, str(tmp_path / "in.wav"), str(tmp_path / "out.wav"))
+    engine = Engine(proc, on_block=rec.write)
+    compiled = {k: len(getattr(kernels, k).signatures) for k in KERNELS}
+    engine.start()
+    x = np.random.default_rng(0).uniform(-0.5, 0.5, (BLOCK, channels)).astype(np.float32)
+    x[3, 0] = np.nan
+    out = np.zeros((BLOCK, channels), np.float32)
+    for i in range(40):
+        engine.callback(x, out, 0)
+        time.sleep(0 if i < 4 else 0.01)  # the first blocks miss: crossfades and declicks
+    engine.stop()
+    rec.close()
+    assert engine.counters.misses + engine.counters.startup_misses > 0
+    assert engine.counters.nonfinite_input == 40
+    assert {k: len(getattr(kernels, k).signatures) for k in KERNELS} == compiled
