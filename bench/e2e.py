@@ -373,12 +373,13 @@ EXPLANATION = (
     "plugin alone: the capture period filling, the playback buffer draining, and the phase of "
     "the stream's callbacks against the graph cycle (it changes from one stream opening to the "
     "next by whole blocks, which is why copy and engine are measured in the same stream). "
-    "PortAudio's reported input + output latency is its own estimate of that part and is not "
-    "exact through the pulse plugin; the engine is judged by `engine lag − copy lag`, where the "
-    "server and device part cancel and what is left is the engine's re-blocking, hand-off block, "
-    "margin and plugin latency. The `pulse` backend has no PortAudio and no ALSA plugin: its "
-    "`copy` lag is the server's loopback through libpulse, and its declared device figures are "
-    "the server's own latency readings, so its declared total is judged against the engine lag."
+    "The engine is judged by `engine lag − copy lag`, where the server and device part cancel "
+    "and what is left is the engine's re-blocking, hand-off block, margin and plugin latency. "
+    "The declared device figures are each backend's running estimate of the device part, the "
+    "medians over the stream: PortAudio's per-block time stamps (through the ALSA `pulse` "
+    "plugin they follow the server's latency), the server's own latency readings for `pulse` "
+    "(no PortAudio, no ALSA plugin: its `copy` lag is the server's loopback through libpulse); "
+    "the declared total is judged against the engine lag."
 )
 
 

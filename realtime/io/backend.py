@@ -29,6 +29,7 @@ project's private one: see :func:`realtime.io.devices.resolve_endpoints`.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections.abc import Callable
@@ -70,8 +71,9 @@ class StreamInfo:
     """What a stream really runs at.
 
     ``samplerate`` in Hz, ``blocksize`` in samples per channel per callback, latencies in seconds
-    as the backend reports them (PortAudio's input/output latency, the server's for ``pulse``; 0
-    for files).
+    as the backend reports them: at open, PortAudio's suggested-latency figures (the server's
+    buffering targets for ``pulse``; 0 for files); once streaming, the medians of the backend's
+    running readings (:class:`LatencyReadings`).
     """
 
     samplerate: int
@@ -85,6 +87,42 @@ class StreamInfo:
     output_name: str
     xruns_visible: bool = True
     """False where the backend cannot see xruns (``pulse``): its ``xruns`` stay zero."""
+
+
+LATENCY_READINGS = 4096
+"""How many device latency readings a stream keeps for ``info`` (the most recent ones)."""
+READ_EVERY = 4
+"""A backend's audio thread reads the device latencies every this many blocks."""
+
+
+class LatencyReadings:
+    """Device latencies (s, capture and playback) that a backend's audio thread reads while the
+    stream runs, every ``READ_EVERY``-th block, into a preallocated ring of the last
+    ``LATENCY_READINGS``. A stream reports their medians: one reading is interpolated between
+    the server's timing updates and drifts by up to two blocks while the real lag stays put."""
+
+    __slots__ = ("_v", "count")
+
+    def __init__(self) -> None:
+        self._v = np.zeros((LATENCY_READINGS, 2), np.float64)
+        self.count = 0
+
+    def add(self, input_s: float, output_s: float) -> None:
+        """Keep one reading (audio thread: no allocation)."""
+        i = self.count % LATENCY_READINGS
+        self._v[i, 0] = input_s
+        self._v[i, 1] = output_s
+        self.count += 1
+
+    def apply(self, info: StreamInfo) -> StreamInfo:
+        """``info`` with the medians of the readings so far (unchanged before the first)."""
+        n = min(self.count, LATENCY_READINGS)
+        if n == 0:
+            return info
+        med = np.median(self._v[:n], axis=0)
+        return dataclasses.replace(
+            info, input_latency_s=float(med[0]), output_latency_s=float(med[1])
+        )
 
 
 @runtime_checkable
@@ -208,9 +246,17 @@ class _GuardedStream:
     cyclic garbage collector cannot stall the audio thread while the stream runs.
     """
 
-    info: StreamInfo
+    _info: StreamInfo
     _guard: CallbackGuard
+    _latency: LatencyReadings | None = None
     _gc_held = False
+
+    @property
+    def info(self) -> StreamInfo:
+        """The stream's settings. Where the backend reads the device latencies while streaming
+        (``LatencyReadings``), they are the medians so far; before the first reading, and
+        elsewhere, what the backend reported at open."""
+        return self._latency.apply(self._info) if self._latency is not None else self._info
 
     def start(self) -> None:
         """Start calling back (again, after ``stop()``). Raises DeviceError once closed."""

@@ -114,7 +114,7 @@ class FileStream(_Base):
             else self._inbuf
         )
         self._outbuf = np.zeros((blocksize, channels), dtype=np.float32)
-        self.info = StreamInfo(
+        self._info = StreamInfo(
             samplerate=samplerate,
             blocksize=blocksize,
             channels_in=channels,

@@ -15,7 +15,15 @@ from typing import Any
 import numpy as np
 
 from realtime.io import devices
-from realtime.io.backend import XRUN_MASK, CallbackGuard, DeviceError, StreamInfo, _GuardedStream
+from realtime.io.backend import (
+    READ_EVERY,
+    XRUN_MASK,
+    CallbackGuard,
+    DeviceError,
+    LatencyReadings,
+    StreamInfo,
+    _GuardedStream,
+)
 
 
 class PyAudioStream(_GuardedStream):
@@ -25,7 +33,7 @@ class PyAudioStream(_GuardedStream):
         self._pa = pa
         self._stream = stream
         self._guard = guard
-        self.info = info
+        self._info = info
         self._closed = False
         self._started = False
 
@@ -121,10 +129,18 @@ def open_pyaudio(
         cont = pyaudio.paContinue
         f32 = np.float32
 
+        readings = LatencyReadings()
+
         def _callback(in_data: bytes, frame_count: int, time_info: Any, status: int) -> tuple:
             inp = np.frombuffer(in_data, dtype=f32).reshape(frame_count, channels)
             o = out if frame_count == blocksize else np.zeros((frame_count, channels), f32)
             guard(inp, o, status & XRUN_MASK, perf())
+            if guard.blocks % READ_EVERY == 0:  # PortAudio's own per-block latency estimate
+                now = time_info["current_time"]
+                readings.add(
+                    now - time_info["input_buffer_adc_time"],
+                    time_info["output_buffer_dac_time"] - now,
+                )
             return (o, cont)
 
         with devices.held_env(ep.env), devices.quiet_stderr():
@@ -162,5 +178,6 @@ def open_pyaudio(
         output_name=ep.output_name,
     )
     result = PyAudioStream(pa, stream, guard, info)
+    result._latency = readings
     result._callback = _callback  # for tests of the per-block path
     return result

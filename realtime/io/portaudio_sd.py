@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 
 from realtime.io import devices
-from realtime.io.backend import XRUN_MASK, CallbackGuard, DeviceError, StreamInfo, _GuardedStream
+from realtime.io.backend import (
+    READ_EVERY,
+    XRUN_MASK,
+    CallbackGuard,
+    DeviceError,
+    LatencyReadings,
+    StreamInfo,
+    _GuardedStream,
+)
 
 
 class SoundDeviceStream(_GuardedStream):
@@ -22,7 +30,7 @@ class SoundDeviceStream(_GuardedStream):
     def __init__(self, stream: Any, guard: CallbackGuard, info: StreamInfo) -> None:
         self._stream = stream
         self._guard = guard
-        self.info = info
+        self._info = info
         self._closed = False
         self._started = False
 
@@ -103,11 +111,15 @@ def open_sounddevice(
             raise DeviceError(f"{kind} device '{name}' refuses the settings: {msg}") from None
 
     perf = time.perf_counter
+    readings = LatencyReadings()
 
     def _callback(
         indata: np.ndarray, outdata: np.ndarray, frames: int, t: Any, status: Any
     ) -> None:
         guard(indata, outdata, status._flags & XRUN_MASK, perf())
+        if guard.blocks % READ_EVERY == 0:  # PortAudio's own per-block latency estimate
+            now = t.currentTime
+            readings.add(now - t.inputBufferAdcTime, t.outputBufferDacTime - now)
 
     with devices.held_env(ep.env), devices.quiet_stderr():
         try:
@@ -140,6 +152,7 @@ def open_sounddevice(
         output_name=ep.output_name,
     )
     result = SoundDeviceStream(stream, guard, info)
+    result._latency = readings
     result._callback = _callback  # for tests of the per-block path
     return result
 

@@ -27,7 +27,6 @@ reports medians over many blocks.
 from __future__ import annotations
 
 import ctypes
-import dataclasses
 import math
 import threading
 import time
@@ -35,7 +34,14 @@ import time
 import numpy as np
 
 from realtime.io import devices
-from realtime.io.backend import CallbackGuard, DeviceError, StreamInfo, _GuardedStream
+from realtime.io.backend import (
+    READ_EVERY,
+    CallbackGuard,
+    DeviceError,
+    LatencyReadings,
+    StreamInfo,
+    _GuardedStream,
+)
 
 _PLAYBACK, _RECORD = 1, 2  # pa_stream_direction_t
 _FLOAT32LE = 5  # pa_sample_format_t
@@ -43,10 +49,6 @@ _DEFAULT = 0xFFFFFFFF  # (uint32_t) -1: let the server choose
 _ERR_CONNECTIONREFUSED = 6  # pa_error_code_t
 MAX_RATE = 384000
 """The highest rate a PulseAudio stream takes (Hz)."""
-LATENCY_READINGS = 4096
-"""How many latency readings a stream keeps for ``info`` (the most recent ones)."""
-READ_EVERY = 4
-"""The audio thread reads the latencies every this many blocks (between read and callback)."""
 
 
 class _SampleSpec(ctypes.Structure):
@@ -127,25 +129,11 @@ class PulseStream(_GuardedStream):
         self._in = np.zeros((frames, channels), np.float32)
         self._out = np.zeros((frames, channels), np.float32)
         self._bytes = self._in.nbytes
-        self._latency_us = np.zeros((LATENCY_READINGS, 2), np.float64)
-        self._readings = 0
+        self._latency = LatencyReadings()
         self._run = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: str | None = None
         self._closed = False
-
-    @property
-    def info(self) -> StreamInfo:  # type: ignore[override]
-        """The stream's settings; latencies are the medians of the server's readings so far
-        (before the first block: what was asked of the server, one block in, the playback
-        target out)."""
-        n = min(self._readings, LATENCY_READINGS)
-        if n == 0:
-            return self._info
-        med = np.median(self._latency_us[:n], axis=0) * 1e-6
-        return dataclasses.replace(
-            self._info, input_latency_s=float(med[0]), output_latency_s=float(med[1])
-        )
 
     def _start(self) -> None:
         if self._closed:
@@ -166,7 +154,7 @@ class PulseStream(_GuardedStream):
         code = ctypes.c_int(0)
         perr = ctypes.byref(code)
         pin, pout = self._in.ctypes.data, self._out.ctypes.data
-        guard, lat, run, perf = self._guard, self._latency_us, self._run, time.perf_counter
+        guard, lat, run, perf = self._guard, self._latency, self._run, time.perf_counter
         self._out.fill(0.0)
         # capture runs from the moment the stream was opened: drop that backlog, or the loop
         # would start with a burst of blocks faster than real time
@@ -182,10 +170,7 @@ class PulseStream(_GuardedStream):
                 self._fail("read", code.value)
                 return
             if guard.blocks % READ_EVERY == 0:  # fewer GIL hand-offs on the audio thread
-                i = self._readings % LATENCY_READINGS
-                lat[i, 0] = latency(rec, perr)
-                lat[i, 1] = latency(play, perr)
-                self._readings += 1
+                lat.add(latency(rec, perr) * 1e-6, latency(play, perr) * 1e-6)
             guard(self._in, self._out, 0, perf())
             if write(play, pout, nbytes, perr) < 0:
                 self._fail("write", code.value)

@@ -15,6 +15,7 @@ import sys
 import textwrap
 import threading
 import time
+import types
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from realtime.io import (
     list_devices,
     open_duplex,
 )
+from realtime.io.backend import LATENCY_READINGS, LatencyReadings, StreamInfo
 from realtime.rt import gc_freeze
 
 BLOCK = 256
@@ -387,12 +389,22 @@ def test_callback_wrapper_allocates_no_buffers(audio_server, backend: str) -> No
         outdata = np.zeros((BLOCK, 1), np.float32)
         in_bytes = indata.tobytes()
         flags = sd.CallbackFlags()
+        # the time stamps PortAudio passes (a cffi struct through sounddevice, a dict through
+        # pyaudio): every fourth block the trampoline keeps the latencies they imply
+        stamps = types.SimpleNamespace(
+            inputBufferAdcTime=0.99, currentTime=1.0, outputBufferDacTime=1.016
+        )
+        stamp_dict = {
+            "input_buffer_adc_time": 0.99,
+            "current_time": 1.0,
+            "output_buffer_dac_time": 1.016,
+        }
 
         def one() -> None:
             if backend == "pyaudio":
-                cb(in_bytes, BLOCK, None, 0)
+                cb(in_bytes, BLOCK, stamp_dict, 0)
             else:
-                cb(indata, outdata, BLOCK, None, flags)
+                cb(indata, outdata, BLOCK, stamps, flags)
 
         for _ in range(50):
             one()
@@ -409,6 +421,8 @@ def test_callback_wrapper_allocates_no_buffers(audio_server, backend: str) -> No
         stream.close()
     assert peak - base < 4 * BLOCK, f"peak {peak - base} bytes above baseline per block"
     assert current - base < 4 * BLOCK, f"{current - base} bytes retained over 2000 blocks"
+    assert stream.info.input_latency_s == pytest.approx(0.01)
+    assert stream.info.output_latency_s == pytest.approx(0.016)
 
 
 @pytest.mark.live
@@ -565,6 +579,17 @@ def test_garbage_collection_while_streaming_causes_no_xrun(audio_server) -> None
     assert unfrozen > buffered, f"heap too small to test: a collection took {unfrozen * 1e3:.1f} ms"
     assert frozen[0] >= 4 and frozen[1] < buffered / 4, f"collections while streaming: {frozen}"
     assert_no_xruns(stream)
+
+
+def test_latency_readings_report_their_medians() -> None:
+    info = StreamInfo(16000, 256, 1, 1, 0.032, 0.048, "sounddevice", "in", "out")
+    r = LatencyReadings()
+    assert r.apply(info) is info, "before the first reading: the figures given at open"
+    for i in range(LATENCY_READINGS + 5):  # the ring keeps the most recent ones
+        r.add(0.010 if i < 10 else 0.020, 0.030 + (0.010 if i % 3 == 0 else 0.0))
+    got = r.apply(info)
+    assert got.input_latency_s == 0.020 and got.output_latency_s == 0.030
+    assert (got.samplerate, got.backend, info.input_latency_s) == (16000, "sounddevice", 0.032)
 
 
 # -- file backend (no server needed) ------------------------------------------------------------
