@@ -189,10 +189,10 @@ class Engine:
     def start(self) -> None:
         """Warm the path up, prime the rings and start the worker (threaded mode). Call before
         the stream starts."""
+        torch.set_num_threads(1)  # before the warm-up: no intra-op pool (inheriting SCHED_FIFO)
         self.processor.warm_up()
         self._out_ring.write(np.zeros((self.buffered, self.channels), np.float32))
         self._fed, self._taken = self.buffered, 0
-        torch.set_num_threads(1)
         sys.setswitchinterval(0.0005)  # the callback waits for the GIL at most this long
         self._running = True
         if self.mode == "threaded":
@@ -260,11 +260,12 @@ class Engine:
     def _settle_debt(self) -> None:
         """Discard owed wet frames as they arrive; a hole in the stream pays its share."""
         while self._debt:
-            hole = self._gaps.next()
-            if hole == self._taken:
+            want = self._room(self._debt)
+            if want <= 0:  # at a hole (never behind one: reads stop at holes)
+                if self._gaps.next() != self._taken:
+                    return
                 self._debt -= self._gaps.take(self._debt)
                 continue
-            want = self._debt if hole < 0 else min(self._debt, hole - self._taken)
             got = self._out_ring.skip(want)
             self._taken += got
             self._debt -= got
@@ -272,7 +273,8 @@ class Engine:
                 return
 
     def _room(self, n: int) -> int:
-        """Output-ring frames that can be read before the next hole (at most ``n``)."""
+        """Output-ring frames that may be read or skipped before the next hole (at most
+        ``n``)."""
         hole = self._gaps.next()
         return n if hole < 0 else min(n, hole - self._taken)
 
