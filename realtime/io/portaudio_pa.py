@@ -27,13 +27,22 @@ from realtime.io.backend import (
 
 
 class PyAudioStream(_GuardedStream):
-    """A pyaudio callback stream (owning its ``PyAudio`` instance) with the guard's counters."""
+    """A pyaudio callback stream (owning its ``PyAudio`` instance) with the guard's counters
+    and the latency readings its callback takes."""
 
-    def __init__(self, pa: Any, stream: Any, guard: CallbackGuard, info: StreamInfo) -> None:
+    def __init__(
+        self,
+        pa: Any,
+        stream: Any,
+        guard: CallbackGuard,
+        info: StreamInfo,
+        latency: LatencyReadings,
+    ) -> None:
         self._pa = pa
         self._stream = stream
         self._guard = guard
         self._info = info
+        self._latency = latency
         self._closed = False
         self._started = False
 
@@ -177,7 +186,6 @@ def open_pyaudio(
         input_name=ep.input_name,
         output_name=ep.output_name,
     )
-    result = PyAudioStream(pa, stream, guard, info)
-    result._latency = readings
+    result = PyAudioStream(pa, stream, guard, info, readings)
     result._callback = _callback  # for tests of the per-block path
     return result

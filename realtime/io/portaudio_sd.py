@@ -25,12 +25,16 @@ from realtime.io.backend import (
 
 
 class SoundDeviceStream(_GuardedStream):
-    """A started/stopped ``sounddevice.Stream`` with the guard's counters (see backend)."""
+    """A started/stopped ``sounddevice.Stream`` with the guard's counters and the latency
+    readings its callback takes (see backend)."""
 
-    def __init__(self, stream: Any, guard: CallbackGuard, info: StreamInfo) -> None:
+    def __init__(
+        self, stream: Any, guard: CallbackGuard, info: StreamInfo, latency: LatencyReadings
+    ) -> None:
         self._stream = stream
         self._guard = guard
         self._info = info
+        self._latency = latency
         self._closed = False
         self._started = False
 
@@ -151,8 +155,7 @@ def open_sounddevice(
         input_name=ep.input_name,
         output_name=ep.output_name,
     )
-    result = SoundDeviceStream(stream, guard, info)
-    result._latency = readings
+    result = SoundDeviceStream(stream, guard, info, readings)
     result._callback = _callback  # for tests of the per-block path
     return result
 
