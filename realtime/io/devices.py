@@ -393,6 +393,14 @@ def check_exclusive(
         raise DeviceError("give either sink= (a sink to play to) or output_device=, not both")
 
 
+def check_pulse_name(value: str, kind: str, names: tuple[list[str], list[str]] | None) -> None:
+    """Raise :class:`DeviceError` unless ``value`` is a ``kind`` (``"sink"`` or ``"source"``) of
+    the server's ``names`` (:func:`pulse_names`; None: unchecked)."""
+    known = None if names is None else names[0 if kind == "sink" else 1]
+    if known is not None and value not in known:
+        raise DeviceError(f"no {kind} '{value}' on the audio server; {kind}s: {_short_list(known)}")
+
+
 def pulse_targets(
     monitor: str | None, sink: str | None, names: tuple[list[str], list[str]] | None
 ) -> tuple[str | None, str | None]:
@@ -410,8 +418,8 @@ def pulse_targets(
                 f"no sink '{monitor}' to monitor on the audio server; sinks: "
                 f"{_short_list(names[0])}"
             )
-    if sink and names is not None and sink not in names[0]:
-        raise DeviceError(f"no sink '{sink}' on the audio server; sinks: {_short_list(names[0])}")
+    if sink:
+        check_pulse_name(sink, "sink", names)
     return source, sink
 
 

@@ -261,11 +261,7 @@ def _named(
         raise DeviceError(
             f"the pulse backend names {kind}s (e.g. 'call.monitor'), not PortAudio index {value}"
         )
-    known = None if names is None else names[0 if kind == "sink" else 1]
-    if known is not None and value not in known:
-        raise DeviceError(
-            f"no {kind} '{value}' on the audio server; {kind}s: {devices._short_list(known)}"
-        )
+    devices.check_pulse_name(value, kind, names)
     return value
 
 
