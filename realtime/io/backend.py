@@ -114,6 +114,11 @@ class LatencyReadings:
         self._v[i, 1] = output_s
         self.count += 1
 
+    def add_stamps(self, adc: float, now: float, dac: float) -> None:
+        """Keep PortAudio's time stamps of a block (s, the stream's clock): its input captured
+        at ``adc``, the callback at ``now``, its output played at ``dac``."""
+        self.add(now - adc, dac - now)
+
     def apply(self, info: StreamInfo) -> StreamInfo:
         """``info`` with the medians of the readings so far (unchanged before the first)."""
         n = min(self.count, LATENCY_READINGS)

@@ -145,10 +145,10 @@ def open_pyaudio(
             o = out if frame_count == blocksize else np.zeros((frame_count, channels), f32)
             guard(inp, o, status & XRUN_MASK, perf())
             if guard.blocks % READ_EVERY == 0:  # PortAudio's own per-block latency estimate
-                now = time_info["current_time"]
-                readings.add(
-                    now - time_info["input_buffer_adc_time"],
-                    time_info["output_buffer_dac_time"] - now,
+                readings.add_stamps(
+                    time_info["input_buffer_adc_time"],
+                    time_info["current_time"],
+                    time_info["output_buffer_dac_time"],
                 )
             return (o, cont)
 

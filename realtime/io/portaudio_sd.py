@@ -122,8 +122,7 @@ def open_sounddevice(
     ) -> None:
         guard(indata, outdata, status._flags & XRUN_MASK, perf())
         if guard.blocks % READ_EVERY == 0:  # PortAudio's own per-block latency estimate
-            now = t.currentTime
-            readings.add(now - t.inputBufferAdcTime, t.outputBufferDacTime - now)
+            readings.add_stamps(t.inputBufferAdcTime, t.currentTime, t.outputBufferDacTime)
 
     with devices.held_env(ep.env), devices.quiet_stderr():
         try:

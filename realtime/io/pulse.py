@@ -11,8 +11,8 @@ Latency: after every fourth read the thread asks the server for both streams' la
 (``pa_simple_get_latency``: what is queued in the stream plus the device's own latency,
 interpolated from the server's timing information) and keeps the last 4096 readings; ``info``
 reports their medians. On the project's private server (PipeWire 0.3.65, block 256) the
-reported sum lies within one block of the lag measured from sink to sink, where PortAudio's
-figures through the ALSA plugin overestimate it by one to three blocks (README, "Latency
+reported sum lies within one block of the lag measured from sink to sink; PortAudio's running
+figures through the ALSA plugin overshoot it by up to two blocks now and then (README, "Latency
 accounting").
 
 libpulse's simple API has no xrun notification, so ``xruns`` stays zero with this backend and
