@@ -64,6 +64,19 @@ def window_lags(
     return np.array(lags), np.array(corrs)
 
 
+def moves_as_reported(lags: np.ndarray, steps: int, grown: float, block: int) -> bool:
+    """Whether ``lags`` (samples, in order) only move the way a reported margin growth moves a
+    timeline: later, by whole ``block``s, at most ``steps`` times and ``grown`` samples in all."""
+    moves = np.diff(lags)
+    moves = moves[moves != 0]
+    return bool(
+        len(moves) <= steps
+        and np.all(moves > 0)
+        and np.all(moves % block == 0)
+        and moves.sum() <= grown
+    )
+
+
 def wait_for_start(host: subprocess.Popen) -> None:
     """Return once ``wavehost run`` has said its stream is up (its first stderr line), plus
     0.3 s for the server to link its streams."""
