@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from model.bandlimit import lowpass_taps
+from model.streaming import CachedFir
 from model.unet import UNetConfig, WaveletUNet
 
 _CONTRACT_ATTRS = [
@@ -55,11 +57,17 @@ class UNetPlugin(nn.Module):
     Parameter ``mix`` in [0, 1]: ``dry + mix * residual`` (0 = the latency-aligned interpolated
     input). The (mono) network restores each channel as its own batch row: with ``stereo="lr"``
     left and right, with ``"ms"`` mid ``(L + R) / 2`` and side ``(L - R) / 2``, turned back
-    into left and right after.
+    into left and right after. ``band_top`` (Hz, 0 = off): the residual is low-passed from there
+    to the output Nyquist frequency (:mod:`model.bandlimit`; no latency added).
     """
 
     def __init__(
-        self, net: WaveletUNet, channels: int = 1, stereo: str = "lr", mix: float = 1.0
+        self,
+        net: WaveletUNet,
+        channels: int = 1,
+        stereo: str = "lr",
+        mix: float = 1.0,
+        band_top: float = 0.0,
     ) -> None:
         super().__init__()
         if channels not in (1, 2):
@@ -82,12 +90,19 @@ class UNetPlugin(nn.Module):
         self.parameter_max = [1.0]
         self.parameter_default = [mix]
         self.register_buffer("mix", torch.full((1,), mix))
+        self.band_limited = band_top > 0
+        taps = lowpass_taps(cfg.rate_out, band_top) if self.band_limited else [1.0]
+        self.band_limit = CachedFir(torch.tensor(taps))
 
     def forward(self, x: Tensor) -> Tensor:
         batch, time = x.size(0), x.size(2)
         if self.mid_side:
             x = torch.stack([x[:, 0] + x[:, 1], x[:, 0] - x[:, 1]], 1) * 0.5
         dry, residual = self.net.step(x.reshape(batch * self.channels, 1, time))
+        if self.band_limited:
+            if self.band_limit.cache.size(0) != residual.size(0):  # the net restarted too
+                self.band_limit.clear(residual.size(0))
+            residual = self.band_limit(residual.transpose(1, 2)).transpose(1, 2)
         y = (dry + self.mix * residual).view(batch, self.channels, -1)
         if self.mid_side:
             y = torch.stack([y[:, 0] + y[:, 1], y[:, 0] - y[:, 1]], 1)
@@ -97,13 +112,16 @@ class UNetPlugin(nn.Module):
     def reset(self) -> None:
         """Clear the streaming state."""
         self.net.reset()
+        self.band_limit.clear(self.net.batch)
 
     @torch.jit.export
     def reset_rows(self, rows: Tensor) -> None:
         """Clear the state of batch rows ``rows`` (int64 indices) only (the contract's optional
         per-stream reset, for batching many streams in one instance)."""
         offsets = torch.arange(self.channels, dtype=rows.dtype, device=rows.device)
-        self.net.reset_rows((rows[:, None] * self.channels + offsets).flatten())
+        rows = (rows[:, None] * self.channels + offsets).flatten()
+        self.net.reset_rows(rows)
+        self.band_limit.reset_rows(rows)
 
     @torch.jit.export
     def set_parameter(self, name: str, value: float) -> None:
@@ -114,13 +132,17 @@ class UNetPlugin(nn.Module):
 
 
 def script_plugin(
-    net: WaveletUNet, channels: int = 1, stereo: str = "lr", mix: float = 1.0
+    net: WaveletUNet,
+    channels: int = 1,
+    stereo: str = "lr",
+    mix: float = 1.0,
+    band_top: float = 0.0,
 ) -> torch.jit.ScriptModule:
     """The scripted, frozen CPU plugin module for (a copy of) ``net`` (weights folded, caches
-    kept as mutable buffers); ``channels``, ``stereo`` and the default ``mix`` as in
-    :class:`UNetPlugin`."""
+    kept as mutable buffers); ``channels``, ``stereo``, the default ``mix`` and ``band_top`` as
+    in :class:`UNetPlugin`."""
     with _quiet_torchscript():
-        module = UNetPlugin(copy.deepcopy(net).cpu().eval(), channels, stereo, mix)
+        module = UNetPlugin(copy.deepcopy(net).cpu().eval(), channels, stereo, mix, band_top)
         plugin = torch.jit.script(module.eval())
         keep = [*_CONTRACT_ATTRS, "reset", "reset_rows", "set_parameter"]
         return torch.jit.freeze(plugin, preserved_attrs=keep)
@@ -134,12 +156,13 @@ def export_plugin(
     channels: int = 1,
     stereo: str = "lr",
     mix: float = 1.0,
+    band_top: float = 0.0,
 ) -> Path:
     """Write ``net`` as a TorchScript plugin to ``path`` plus a JSON sidecar (``.json``);
-    ``channels``, ``stereo`` and the default ``mix`` as in :class:`UNetPlugin`."""
+    ``channels``, ``stereo``, the default ``mix`` and ``band_top`` as in :class:`UNetPlugin`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    plugin = script_plugin(net, channels, stereo, mix)
+    plugin = script_plugin(net, channels, stereo, mix, band_top)
     with _quiet_torchscript():
         torch.jit.save(plugin, str(path))
     meta = {
@@ -147,6 +170,7 @@ def export_plugin(
         "kind": "wavelet-unet",
         "config": net.config.to_dict(),
         "stereo": stereo if channels == 2 else None,
+        "band_top_hz": band_top or None,
         "parameters": sum(p.numel() for p in net.parameters()),
         "torch": torch.__version__,
         **{key: getattr(plugin, key) for key in _CONTRACT_ATTRS},
@@ -208,18 +232,26 @@ def main(argv: list[str] | None = None) -> int:
         help="default of the plugin's mix parameter, dry + mix * residual (default 1; "
         "wavehost eval --mix-sweep chooses one)",
     )
+    parser.add_argument(
+        "--band-top",
+        type=float,
+        default=0.0,
+        help="low-pass the residual from this frequency (Hz) to the output Nyquist frequency, "
+        "where a resampled wideband reference is empty (default 0: off)",
+    )
     args = parser.parse_args(argv)
     if not 0.0 <= args.mix <= 1.0:
         parser.error(f"--mix must lie in [0, 1], got {args.mix}")
     try:
         net = load_checkpoint(args.checkpoint)
+        name = args.name or Path(args.out).stem
+        out = export_plugin(
+            net, args.out, name=name, channels=args.channels, stereo=args.stereo, mix=args.mix,
+            band_top=args.band_top,
+        )  # fmt: skip
     except ValueError as err:
         print(f"wavehost export: error: {err}", file=sys.stderr)
         return 2
-    name = args.name or Path(args.out).stem
-    out = export_plugin(
-        net, args.out, name=name, channels=args.channels, stereo=args.stereo, mix=args.mix
-    )
     print(f"wrote {out} (latency {net.latency_samples()} samples at {net.config.rate_out} Hz)")
     return 0
 

@@ -240,6 +240,21 @@ class CachedSynthesis(Cached):
         return y.transpose(2, 3).flatten(1, 2)
 
 
+class CachedFir(Cached):
+    """Streaming fixed FIR filter, the same on every channel: ``(batch, time, channels) ->
+    (batch, time, channels)``, ``y[n] = sum_j taps[j] * x[n - j]`` (``taps`` is the impulse
+    response); caches ``len(taps) - 1`` input samples."""
+
+    def __init__(self, taps: Tensor, channels: int = 1) -> None:
+        super().__init__(taps.numel() - 1, channels)
+        self.k = taps.numel()
+        self.register_buffer("kernel", taps.detach().flip(0).float().reshape(-1, 1).clone())
+
+    def forward(self, x: Tensor) -> Tensor:
+        win = self.push(x).unfold(1, self.k, 1)  # (batch, time, channels, k)
+        return torch.mm(win.reshape(-1, self.k), self.kernel).view(x.shape)
+
+
 class DelayLine(Cached):
     """Streaming delay ``(batch, time, channels) -> (batch, time, channels)`` by ``delay`` samples
     (offline form: :func:`causal_delay`); used to align skips with the deep path."""

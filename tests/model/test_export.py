@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from model import weights
+from model.bandlimit import lowpass_taps
 from model.export import export_plugin, main
 from model.unet import UNetConfig, WaveletUNet
 from realtime.contract import PluginInfo
@@ -85,6 +87,35 @@ def test_host_loader_accepts_and_streams_it(net: WaveletUNet, exported: Path) ->
     plugin.set_parameter("mix", 0.5)
 
 
+def _band_power_db(y: torch.Tensor, lo: float, hi: float) -> float:
+    spec = np.abs(np.fft.rfft(y.flatten().double().numpy())) ** 2
+    freqs = np.fft.rfftfreq(y.numel(), 1 / CFG.rate_out)
+    return 10 * np.log10(spec[(freqs >= lo) & (freqs < hi)].sum())
+
+
+def test_band_top_low_passes_the_residual_only(net: WaveletUNet, tmp_path: Path) -> None:
+    plugin = load_plugin(str(export_plugin(net, tmp_path / "top.ts", name="top", band_top=7600)))
+    assert json.loads((tmp_path / "top.json").read_text())["band_top_hz"] == 7600
+    sizes = [CFG.block_multiple * k for k in (3, 250, 1, 496, 250)]
+    x = torch.randn(1, 1, sum(sizes), generator=torch.Generator().manual_seed(3))
+    got = _stream(plugin.process, x, sizes)
+    with torch.no_grad():
+        dry, residual = net.streaming().step(x)
+    taps = lowpass_taps(CFG.rate_out, 7600)
+    filtered = np.convolve(residual.flatten().double().numpy(), taps)[: residual.numel()]
+    expected = dry.flatten().double() + torch.from_numpy(filtered)
+    torch.testing.assert_close(got.flatten().double(), expected, atol=1e-5, rtol=1e-5)
+    # above the top the residual loses at least 25 dB; below top - 300 Hz it keeps its level
+    top, lost = _band_power_db(residual, 7600, 8000), _band_power_db(got - dry, 7600, 8000)
+    assert top - lost >= 25
+    kept = _band_power_db(got - dry, 4000, 7300) - _band_power_db(residual, 4000, 7300)
+    assert abs(kept) < 0.25
+    # a batch of streams gets a band limit per stream
+    plugin.reset()
+    two = _stream(plugin.process, torch.cat([x, x]), sizes)
+    torch.testing.assert_close(two, torch.cat([got, got]))
+
+
 def test_cli_exports_a_checkpoint(net: WaveletUNet, tmp_path: Path) -> None:
     ckpt = tmp_path / "ckpt.pt"
     torch.save({"config": CFG.to_dict(), "model": net.state_dict()}, ckpt)
@@ -97,6 +128,7 @@ def test_cli_exports_a_checkpoint(net: WaveletUNet, tmp_path: Path) -> None:
     assert load_plugin(str(out)).info.parameters["mix"] == pytest.approx((0.0, 1.0, 0.7))
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(ckpt), "--out", str(out), "--mix", "1.5"])
+    assert main(["--checkpoint", str(ckpt), "--out", str(out), "--band-top", "9000"]) == 2
 
 
 @pytest.mark.parametrize(
