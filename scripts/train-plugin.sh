@@ -45,7 +45,7 @@ case "$name" in
         dataset=(--speech --out "$data")
         train=(--task bwe-8k-16k --batch-size 16 --segment 4096 --val-items 96)
         finetune=()
-        export=(--channels 1)
+        export=(--channels 1 --band-top 7850)
         calibrate=1
         evals=(soxr) ;;
     bwe-16k-48k|mp3-restore-48k)
