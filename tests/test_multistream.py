@@ -44,20 +44,26 @@ def tiny_net(seed: int = 0, trained: bool = True) -> WaveletUNet:
     return net.eval()
 
 
-def exported(net: WaveletUNet, folder: Path, name: str) -> LoadedPlugin:
+def exported(net: WaveletUNet, folder: Path, name: str, band_top: float = 0.0) -> LoadedPlugin:
     """``net`` through the real export and the host's loader."""
-    return load_plugin(export_plugin(net, folder / f"{name}.ts", name=name))
+    return load_plugin(export_plugin(net, folder / f"{name}.ts", name=name, band_top=band_top))
+
+
+@pytest.fixture(scope="module", params=[0.0, 7600.0], ids=["plain", "band-top"])
+def band_top(request: pytest.FixtureRequest) -> float:
+    """Without and with the band top (its FIR keeps a state per stream too)."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def plugin(tmp_path_factory: pytest.TempPathFactory) -> LoadedPlugin:
-    return exported(tiny_net(), tmp_path_factory.mktemp("ms"), "tiny")
+def plugin(tmp_path_factory: pytest.TempPathFactory, band_top: float) -> LoadedPlugin:
+    return exported(tiny_net(), tmp_path_factory.mktemp("ms"), "tiny", band_top)
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory: pytest.TempPathFactory) -> LoadedPlugin:
+def single(tmp_path_factory: pytest.TempPathFactory, band_top: float) -> LoadedPlugin:
     """A second, independent instance for the streams-alone references."""
-    return exported(tiny_net(), tmp_path_factory.mktemp("ms1"), "tiny1")
+    return exported(tiny_net(), tmp_path_factory.mktemp("ms1"), "tiny1", band_top)
 
 
 def alone(plugin: LoadedPlugin, x: np.ndarray) -> np.ndarray:
