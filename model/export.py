@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from model.bandlimit import lowpass_taps
-from model.streaming import CachedFir
+from model.streaming import Analysis
 from model.unet import UNetConfig, WaveletUNet
 
 _CONTRACT_ATTRS = [
@@ -91,8 +91,8 @@ class UNetPlugin(nn.Module):
         self.parameter_default = [mix]
         self.register_buffer("mix", torch.full((1,), mix))
         self.band_limited = band_top > 0
-        taps = lowpass_taps(cfg.rate_out, band_top) if self.band_limited else [1.0]
-        self.band_limit = CachedFir(torch.tensor(taps))
+        taps = torch.tensor(lowpass_taps(cfg.rate_out, band_top) if self.band_limited else [1.0])
+        self.band_limit = Analysis(taps.flip(0)[None], channels=1, stride=1).streaming()
 
     def forward(self, x: Tensor) -> Tensor:
         batch, time = x.size(0), x.size(2)

@@ -137,18 +137,20 @@ class Analysis(nn.Module):
 
 class CachedAnalysis(Cached):
     """Streaming :class:`Analysis`: ``(batch, time, channels) -> (batch, time // stride,
-    channels * bands)``; caches ``taps - stride`` input samples."""
+    channels * bands)``; caches ``taps - stride`` input samples. With one band and stride 1 it is
+    a plain FIR filter (``filters[0]`` the impulse response reversed)."""
 
     def __init__(self, filters: Tensor, channels: int, stride: int) -> None:
-        _, taps = filters.shape
+        bands, taps = filters.shape
         super().__init__(taps - stride, channels)
-        self.taps, self.stride = taps, stride
-        self.register_buffer("matrix", filters.detach().float().clone())  # (bands, taps)
+        self.taps, self.stride, self.bands = taps, stride, bands
+        self.register_buffer("matrix", filters.detach().float().t().contiguous())  # (taps, bands)
 
     def forward(self, x: Tensor) -> Tensor:
-        win = self.push(x).unfold(1, self.taps, self.stride).transpose(2, 3)  # (b, t, taps, ch)
-        y = torch.matmul(self.matrix, win)  # (batch, time // stride, bands, channels)
-        return y.transpose(2, 3).flatten(2)
+        win = self.push(x).unfold(1, self.taps, self.stride)  # (batch, time // stride, ch, taps)
+        # one (batch * time * channels, taps) @ (taps, bands) product; rows (t, c), columns b
+        y = torch.mm(win.reshape(-1, self.taps), self.matrix)
+        return y.view(x.size(0), -1, self.width * self.bands)
 
 
 class AnalysisConv(nn.Module):
@@ -238,21 +240,6 @@ class CachedSynthesis(Cached):
         win = win.flatten(2).unflatten(2, (self.channels, self.bands * self.k))
         y = torch.matmul(win, self.matrix)  # (batch, time, channels, factor)
         return y.transpose(2, 3).flatten(1, 2)
-
-
-class CachedFir(Cached):
-    """Streaming fixed FIR filter, the same on every channel: ``(batch, time, channels) ->
-    (batch, time, channels)``, ``y[n] = sum_j taps[j] * x[n - j]`` (``taps`` is the impulse
-    response); caches ``len(taps) - 1`` input samples."""
-
-    def __init__(self, taps: Tensor, channels: int = 1) -> None:
-        super().__init__(taps.numel() - 1, channels)
-        self.k = taps.numel()
-        self.register_buffer("kernel", taps.detach().flip(0).float().reshape(-1, 1).clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        win = self.push(x).unfold(1, self.k, 1)  # (batch, time, channels, k)
-        return torch.mm(win.reshape(-1, self.k), self.kernel).view(x.shape)
 
 
 class DelayLine(Cached):
