@@ -292,8 +292,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     chain = build_chain(args.plugin, args.param, args.device, args.block, args.rate or 0)
     rate = args.rate or chain.rate_out
     processor = Processor(chain, rate_in=rate, rate_out=rate, block=args.block)
-    # before go_realtime below: the recorder's writer thread must not inherit SCHED_FIFO
-    recorder = Recorder(rate, chain.channels, args.record_input, args.record)
+    # its writer holds the GIL now and then: SCHED_FIFO too, below the worker (see Recorder)
+    rt_recorder = 1 if args.rt_priority > 0 else 0
+    recorder = Recorder(
+        rate, chain.channels, args.record_input, args.record, rt_priority=rt_recorder
+    )
     engine = Engine(
         processor,
         mode=args.mode,
@@ -439,6 +442,13 @@ def _final_report(engine, stream, recorder, seconds: float) -> dict:
             if getattr(stream, "rt_priority", 0)
             else getattr(stream, "rt_error", None) or "normal scheduling",
             "worker": engine.worker_rt,
+            "recorder": (
+                None
+                if not recorder.active
+                else f"SCHED_FIFO {recorder.rt_priority}"
+                if recorder.rt_priority and recorder.rt_error is None
+                else "normal scheduling"
+            ),
         },
         "plugins": [vars(h) for h in engine.processor.chain.health],
     }
@@ -487,7 +497,10 @@ def _format_report(r: dict) -> str:
             f"safety margin grew to {m} samples ({1e3 * m / r['rate']:.2f} ms) at {t:.2f} s"
         )
     sched = r["scheduling"]
-    lines.append(f"scheduling: callback {sched['callback']}; worker {sched['worker']}")
+    lines.append(
+        f"scheduling: callback {sched['callback']}; worker {sched['worker']}"
+        + (f"; recorder {sched['recorder']}" if sched.get("recorder") else "")
+    )
     lines.append(
         f"garbage collector: {r['gc']['collections']} collections while streaming, longest "
         f"{r['gc']['longest_ms']:.2f} ms (what was alive at the start is frozen out of them)"

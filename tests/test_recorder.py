@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -60,3 +61,21 @@ def test_nothing_to_record_starts_no_thread():
     names = {t.name for t in threading.enumerate()}
     assert "wavehost-recorder" not in names
     rec.close()
+
+
+def test_the_writer_takes_the_real_time_priority_asked_for(tmp_path):
+    """In a real-time run the writer must not hold the GIL at normal priority (see Recorder)."""
+    rec = Recorder(RATE, 1, None, str(tmp_path / "out.wav"), rt_priority=1)
+    try:
+        tid = rec._thread.native_id
+        deadline = time.monotonic() + 5.0
+        while os.sched_getscheduler(tid) != os.SCHED_FIFO and rec.rt_error is None:
+            assert time.monotonic() < deadline, "the writer neither got SCHED_FIFO nor said why"
+            time.sleep(0.01)
+        if rec.rt_error is None:  # root, CAP_SYS_NICE or an rtprio limit (CI runs as root)
+            assert os.sched_getparam(tid).sched_priority == 1
+        else:
+            assert os.sched_getscheduler(tid) == os.SCHED_OTHER
+    finally:
+        rec.close()
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER  # the caller keeps its own policy
