@@ -4,11 +4,12 @@ A separate process (``pw-play``) plays a known signal into the sink ``call``; ``
 captures ``call``'s monitor, streams it through an FIR plugin and plays into ``listener``. One
 ``pw-record`` stream records both monitors, ``call``'s and ``listener``'s, on two channels of the
 same graph cycle (``bench.e2e.DualRecorder``): the lag between its channels is exactly the lag
-through wavehost, whatever the recorder's own timing. Checked: the content (correlation ≥ 0.99
-with the FIR of what ``call`` carried), the measured lag against the latency wavehost reports
-(within one device block; PortAudio's may overshoot by two); no xruns and no deadline misses
-over 20 s at block 256; and the live output equals an offline render of the live input, sample
-for sample. Every backend at 16 kHz, pulse at 48 kHz too (see CASES).
+through wavehost, whatever the recorder's own timing. A run that fails while its signal reached
+``call`` damaged (the graph glitched, upstream of wavehost) is measured again. Checked: the content
+(correlation ≥ 0.99 with the FIR of what ``call`` carried), the measured lag against the latency
+wavehost reports (within one device block; PortAudio's may overshoot by two); no xruns and no
+deadline misses over 20 s at block 256; and the live output equals an offline render of the
+live input, sample for sample. Every backend at 16 kHz, pulse at 48 kHz too (see CASES).
 """
 
 from __future__ import annotations
@@ -55,27 +56,23 @@ CASES = [("sounddevice", 16000), ("pyaudio", 16000), ("pulse", 16000), ("pulse",
 if os.environ.get("WAVEHOST_LIVE_48K") == "1":
     CASES += [("sounddevice", 48000), ("pyaudio", 48000)]
 
+ATTEMPTS = 3
 
-@pytest.mark.live
-@pytest.mark.parametrize(("backend", "rate"), CASES)
-def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
-    audio_server.force_rate(rate)
-    time.sleep(1.0)  # let the graph settle after a rate switch before anything is measured
-    plugin = tmp_path / "fir.ts"
-    torch.jit.save(torch.jit.script(Fir(TAPS, rate=rate)), str(plugin))
-    x = known_signal(rate, SECONDS)
-    sf.write(tmp_path / "x.wav", x, rate, subtype="FLOAT")
 
-    report = tmp_path / "report.json"
+def live_run(audio_server, folder, plugin, x, backend, rate):
+    """One `wavehost run` of the known signal ``x`` (played into ``call`` by pw-play); returns its
+    report and the probe's recording (``call``'s monitor, ``listener``'s monitor)."""
+    sf.write(folder / "x.wav", x, rate, subtype="FLOAT")
+    report = folder / "report.json"
     cmd = [
         sys.executable, "-m", "realtime.cli", "run", "--backend", backend, "--plugin", str(plugin),
         "--monitor", audio_server.call, "--sink", audio_server.listener, "--rate", str(rate),
         "--block", str(BLOCK), "--duration", str(SECONDS + 4),
-        "--record", str(tmp_path / "out.wav"), "--record-input", str(tmp_path / "in.wav"),
+        "--record", str(folder / "out.wav"), "--record-input", str(folder / "in.wav"),
         "--report", str(report), "--quiet",
     ]  # fmt: skip
     probe = DualRecorder(
-        tmp_path / "probe.wav",
+        folder / "probe.wav",
         rate,
         f"{audio_server.call}:monitor_MONO",
         f"{audio_server.listener}:monitor_MONO",
@@ -85,7 +82,7 @@ def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
         wait_for_start(host)
         probe.start()
         player = subprocess.run(
-            ["pw-play", "--target", audio_server.call, str(tmp_path / "x.wav")],
+            ["pw-play", "--target", audio_server.call, str(folder / "x.wav")],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert player.returncode == 0, player.stderr
@@ -94,8 +91,54 @@ def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
         host.kill()
         rec = probe.stop()
     assert host.returncode == 0, err
-    r = json.loads(report.read_text())
+    return json.loads(report.read_text()), rec
 
+
+def upstream_damage(call: np.ndarray, x: np.ndarray, rate: int) -> str | None:
+    """Whether the known signal reached sink ``call`` damaged, before wavehost had any part in
+    it (a window below correlation 0.99, or a step of its lag): the player or the graph itself
+    glitched. Returns what was seen, or None when it arrived intact."""
+    lag = aligned_correlation(call, x)[0]
+    half = rate // 4
+    lags, corr = window_lags(call, x, max(0, lag - half), 2 * half, half)
+    weak = np.flatnonzero(corr < 0.99)
+    steps = np.count_nonzero(np.diff(lags))
+    if weak.size == 0 and steps == 0:
+        return None
+    return f"{weak.size} window(s) below 0.99 (worst {np.nanmin(corr):.3f}), {steps} lag step(s)"
+
+
+@pytest.mark.live
+@pytest.mark.parametrize(("backend", "rate"), CASES)
+def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
+    audio_server.force_rate(rate)
+    time.sleep(1.0)  # let the graph settle after a rate switch before anything is measured
+    plugin = tmp_path / "fir.ts"
+    torch.jit.save(torch.jit.script(Fir(TAPS, rate=rate)), str(plugin))
+    x = known_signal(rate, SECONDS)
+
+    # On the shared 2-core VM the graph itself is late now and then: the player's signal then
+    # reaches `call` damaged, and every stream of the graph is hit with it, wavehost's included.
+    # A run that fails while its input arrived damaged says nothing about wavehost and is
+    # measured again (up to ATTEMPTS runs); a run that fails on intact input fails the test.
+    for attempt in range(1, ATTEMPTS + 1):
+        folder = tmp_path / f"run{attempt}"
+        folder.mkdir()
+        r, rec = live_run(audio_server, folder, plugin, x, backend, rate)
+        try:
+            check_run(r, rec, x, folder, plugin, backend, rate)
+            return
+        except AssertionError as exc:
+            damage = upstream_damage(rec[:, 0], x, rate)
+            if damage is None or attempt == ATTEMPTS:
+                print(f"\nrun {attempt} failed; its input to wavehost: {damage or 'intact'}")
+                raise
+            why = str(exc).splitlines()[0][:160]
+            print(f"\nrun {attempt} failed ({why}), its input damaged upstream ({damage}): again")
+
+
+def check_run(r, rec, x, folder, plugin, backend, rate):
+    """What one run must show: its report ``r`` and the probe's recording ``rec``."""
     # 0 xruns over the whole run (20 s of signal, block 256); misses only while the adaptive
     # margin settles (each one is crossfaded, counted and reported). The pulse backend cannot
     # see xruns (None): there a lost block shows as a step of the lag, checked below.
@@ -105,25 +148,19 @@ def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
     assert r["misses"] <= 2, (r["misses"], r["miss_times_s"], r["margin_changes"])
     assert r["seconds"] >= SECONDS
 
-    # content, window by window: what `listener` carried is the FIR of what `call` carried, and
-    # the lag between them is wavehost's. A miss after start-up grows the adaptive margin (a
-    # reported jump of the timeline by whole blocks); a hiccup of the player or of the recorder
-    # moves both channels alike. Only the two windows around such a step may fall short, and the
-    # lag through wavehost grows only by what the margin reports.
+    # content, window by window: what `listener` carried is the FIR of what `call` carried, both
+    # recorded on the probe's one timeline; `through` is the lag from `call` to `listener`,
+    # wavehost's. A miss after start-up grows the adaptive margin (a reported jump of the
+    # timeline by whole blocks): only the two windows around such a step may fall short.
     lag_in, _, _, _ = aligned_correlation(rec[:, 0], x)
-    expected = np.convolve(x, TAPS)[: len(x)].astype(np.float32)
     half = rate // 4  # window length, and how far a step is searched
-    first = max(0, lag_in - half)
-    lags_in, corr_in = window_lags(rec[:, 0], x, first, 2 * half, half)
-    lags_out, corr_out = window_lags(rec[:, 1], expected, first, 4 * half, half)
-    n = min(len(lags_in), len(lags_out))
-    lags_in, corr_in, lags_out, corr_out = lags_in[:n], corr_in[:n], lags_out[:n], corr_out[:n]
-    good = (corr_in >= 0.99) & (corr_out >= 0.99)
-    steps = len(r["margin_changes"]) + np.count_nonzero(np.diff(lags_in))
+    heard = np.convolve(rec[:, 0], TAPS)[lag_in : lag_in + len(x)].astype(np.float32)
+    lags_out, corr = window_lags(rec[:, 1], heard, lag_in, 4 * half, half)
+    good = corr >= 0.99
     bad = np.flatnonzero(~good)
-    assert bad.size <= 2 * steps, (bad, corr_in[bad], corr_out[bad], lags_out[bad] - lags_in[bad])
-    assert good.sum() >= 0.75 * good.size
-    through = (lags_out - lags_in)[good]
+    assert len(corr) >= 0.9 * len(x) // half, f"only {len(corr)} windows recorded"
+    assert bad.size <= 2 * len(r["margin_changes"]), (bad, corr[bad], lags_out[bad] - lag_in)
+    through = lags_out[good] - lag_in
     lat = r["latency"]
     # the margin may also grow before the signal: fewer moves than changes
     assert moves_as_reported(through, len(r["margin_changes"]), lat["margin"], BLOCK), (
@@ -147,19 +184,19 @@ def test_wavehost_run_live(audio_server, tmp_path, backend, rate):
     assert low <= measured - lat["total"] <= BLOCK, (measured, lat)
 
     # live = render: the recorded engine input rendered offline gives the recorded output
-    live_in, _ = sf.read(tmp_path / "in.wav", dtype="float32")
-    live_out, _ = sf.read(tmp_path / "out.wav", dtype="float32")
+    live_in, _ = sf.read(folder / "in.wav", dtype="float32")
+    live_out, _ = sf.read(folder / "out.wav", dtype="float32")
     assert np.abs(live_in).max() > 0.1  # the signal really went through
     chain = Chain([load_plugin(plugin)])
     render(
-        tmp_path / "in.wav",
-        tmp_path / "render.wav",
+        folder / "in.wav",
+        folder / "render.wav",
         chain,
         block=BLOCK,
         rate_out=rate,
         progress=False,
     )
-    offline, _ = sf.read(tmp_path / "render.wav", dtype="float32")
+    offline, _ = sf.read(folder / "render.wav", dtype="float32")
     engine_lag = round(lat["reblock"] + lat["resample"] + lat["plugin"])
     n = len(live_out) - engine_lag
     np.testing.assert_array_equal(offline[:n], live_out[engine_lag:])
