@@ -5,7 +5,12 @@ ALSA ``pulse`` plugin in between: one record and one playback stream, driven by 
 (``wavehost-pulse``) that reads a block (blocking; ctypes releases the GIL while it waits), runs
 the callback and writes the block. The playback stream is primed with silence (two blocks by
 default) at start, so the lag through the stream is set once and then stays: the capture clock
-paces the loop and both streams run on the server's clock.
+paces the loop and both streams run on the server's clock. It asks for no prebuffering
+(``prebuf`` 0): a loop later than its headroom then costs the late audio as a gap, and the lag
+stays put. With the server's default prebuffering the stream would stop at the under-run and
+restart only once refilled, a lag that grows for good at each one: a 40 ms stall of the loop at
+48 kHz, block 256, added 1024 samples each time (1280 → 2304 → 3328 → 4352 over three stalls;
+with ``prebuf`` 0 the lag stayed at 1024 samples, PipeWire 0.3.65).
 
 Latency: after every fourth read the thread asks the server for both streams' latency
 (``pa_simple_get_latency``: what is queued in the stream plus the device's own latency,
@@ -16,12 +21,12 @@ figures through the ALSA plugin overshoot it by up to two blocks now and then (R
 accounting").
 
 libpulse's simple API has no xrun notification, so ``xruns`` stays zero with this backend and
-``info.xruns_visible`` is False (the run report says so): a block the server plays as silence
-because the loop was late moves the lag through the stream by a block, unreported (the live tests
-measure the lag). The latency readings cannot stand in for it:
-interpolated between the server's timing updates, they drift by up to two blocks over a few
-seconds while the real lag stays put (measured here at 48 kHz), which is also why ``info``
-reports medians over many blocks.
+``info.xruns_visible`` is False (the run report says so): audio the server played as silence
+because the loop was late is a gap in the output, unreported (the live tests look for gaps in
+what the sink carried). The latency readings cannot stand in for it: interpolated between the
+server's timing updates, they drift by up to two blocks over a few seconds while the real lag
+stays put (measured here at 48 kHz), which is also why ``info`` reports medians over many
+blocks.
 """
 
 from __future__ import annotations
@@ -311,9 +316,7 @@ def open_pulse(
         target = max(1, math.ceil(seconds * samplerate / blocksize - 1e-9)) * blocksize
     spec = _SampleSpec(_FLOAT32LE, samplerate, channels)
     rec_attr = _BufferAttr(_DEFAULT, _DEFAULT, _DEFAULT, _DEFAULT, blocksize * frame_bytes)
-    play_attr = _BufferAttr(
-        _DEFAULT, target * frame_bytes, _DEFAULT, blocksize * frame_bytes, _DEFAULT
-    )
+    play_attr = _BufferAttr(_DEFAULT, target * frame_bytes, 0, blocksize * frame_bytes, _DEFAULT)
     rec = _open_one(_RECORD, source, spec, rec_attr, "capture", in_name)
     try:
         play = _open_one(_PLAYBACK, sink_name, spec, play_attr, "playback", out_name)

@@ -141,7 +141,7 @@ def check_run(r, rec, x, folder, plugin, backend, rate):
     """What one run must show: its report ``r`` and the probe's recording ``rec``."""
     # 0 xruns over the whole run (20 s of signal, block 256); misses only while the adaptive
     # margin settles (each one is crossfaded, counted and reported). The pulse backend cannot
-    # see xruns (None): there a lost block shows as a step of the lag, checked below.
+    # see xruns (None): there a late block shows as a gap in what `listener` carried, below.
     assert r["xruns"] is None if backend == "pulse" else sum(r["xruns"].values()) == 0, r["xruns"]
     assert r["callback_errors"] == 0
     assert r["dropped_input"] == 0 and r["recording_dropped"] == 0, r
