@@ -45,13 +45,13 @@ TAPS = [0.6, 0.3, 0.1]
 
 # PortAudio at 16 kHz only in CI: at 48 kHz (5.3 ms periods) through the ALSA pulse plugin the
 # listener's side now and then slips by whole blocks that neither PortAudio nor wavehost sees
-# (after the fixes of the garbage collector's and numba's stalls: one clean-clone CI run, pyaudio,
-# the lag moved 768 for a 512 margin growth; 2026-11-22, a quiet VM: 3 of 22 runs, 1 of 11
-# sounddevice and 2 of 11 pyaudio; the one taken apart: +768 samples on the listener only, with
-# 0 xruns, 0 misses and wavehost's own output recording continuous, so after PortAudio took the
-# blocks; the ALSA plugin's `handle_underrun` did not surface it, and PortAudio counts real
-# under-runs with or without it).
-# `WAVEHOST_LIVE_48K=1` adds them. The native pulse backend runs at both rates.
+# (2026-11-22, a quiet VM: 3 of 22 runs; the one taken apart: +768 samples on the listener only,
+# with 0 xruns, 0 misses and wavehost's own output recording continuous). The cause is the
+# plugin's playback stream: it asks the server for prebuffering (pw-dump: pulse.attr.prebuf 1024
+# bytes, tlength 3072), so an under-run on the server's side stops it until it is refilled and
+# the lag grows for good, unseen by ALSA; the pulse backend, which asks for none, keeps its lag
+# through the same under-runs (test_io.py, test_pulse_late_loop_keeps_its_lag). The plugin has
+# no setting for it. `WAVEHOST_LIVE_48K=1` adds the PortAudio cases at 48 kHz.
 CASES = [("sounddevice", 16000), ("pyaudio", 16000), ("pulse", 16000), ("pulse", 48000)]
 if os.environ.get("WAVEHOST_LIVE_48K") == "1":
     CASES += [("sounddevice", 48000), ("pyaudio", 48000)]
