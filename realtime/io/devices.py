@@ -7,17 +7,22 @@ PortAudio enumerates devices once, at initialisation (``import sounddevice`` or
 re-initialises PortAudio (``sounddevice._terminate(); sounddevice._initialize()``) when that
 environment changed since, so a server started (and its env exported) after the import is seen.
 
-System-audio monitoring and sinks (``monitor=`` / ``sink=`` of ``open_duplex``): the capture
-side opens the ALSA pcm ``pulse`` (libasound2-plugins) with ``PULSE_SOURCE=<sink>.monitor`` set
-in the process environment while the stream is opened, the playback side with
+System-audio monitoring and sinks (``monitor=`` / ``sink=`` of ``open_duplex``): where PortAudio
+lists ALSA pcms named ``<sink>_monitor`` / ``<sink>`` (the project's private server writes them,
+with PipeWire's own ALSA plugin: ``PIPEWIRE_PROPS`` asks it to capture the sink's monitor),
+those are opened. Elsewhere the capture side opens the ALSA pcm ``pulse`` (libasound2-plugins)
+with ``PULSE_SOURCE=<sink>.monitor`` set in the process environment while the stream is
+opened, the playback side with
 ``PULSE_SINK=<sink>``; libpulse reads these when the ALSA plugin creates its connection, at
 stream open, and the previous values are restored right after. This works on any PulseAudio or
 pipewire-pulse server (verified on PipeWire 0.3.65: bit-exact at 16 and 48 kHz with both
 sounddevice and pyaudio when the graph runs at the stream's rate). Because such a server
 silently falls back to the default source/sink for an unknown name (seen here), the name is
 checked first with ``pactl`` when it is installed. ``monitor`` may also name a source (e.g. a
-microphone), which is then captured directly. The project's private server also defines hinted
-ALSA pcms ``<sink>`` and ``<sink>_monitor``, selectable by name as ordinary devices.
+microphone), which is then captured directly. The hinted pcms are also selectable by name as
+ordinary devices. The difference matters at 48 kHz: the ``pulse`` plugin's playback stream asks
+the server for prebuffering, so an under-run stops it until refilled and its lag grows for good,
+unseen by ALSA; PipeWire's plugin keeps the lag and reports the xrun.
 """
 
 from __future__ import annotations
@@ -444,31 +449,53 @@ def resolve_endpoints(
     monitor: str | None,
     sink: str | None,
 ) -> Endpoints:
-    """Pick the input and output devices; ``monitor``/``sink`` map to the ALSA ``pulse`` pcm
-    plus ``PULSE_SOURCE``/``PULSE_SINK`` (see the module docstring)."""
+    """Pick the input and output devices. ``monitor``/``sink`` map to the ALSA pcms
+    ``<sink>_monitor`` / ``<sink>`` where PortAudio lists them (the project's audio server writes
+    them: PipeWire's own ALSA plugin, whose streams keep their lag through an under-run and
+    report it), else to the ``pulse`` pcm plus ``PULSE_SOURCE``/``PULSE_SINK`` (see the module
+    docstring)."""
     check_exclusive(input_device, output_device, monitor, sink)
     env: dict[str, str] = {}
+    inp = out = None
     if monitor or sink:
         source, sink_name = pulse_targets(monitor, sink, pulse_names())
-        if source:
-            env["PULSE_SOURCE"] = source
+        if source and source.endswith(".monitor"):
+            inp = _named_pcm(entries, source.removesuffix(".monitor") + "_monitor", "input")
+            if inp is not None:  # PipeWire's plugin captures a sink's monitor only when asked
+                env["PIPEWIRE_PROPS"] = "{ stream.capture.sink = true }"
         if sink_name:
+            out = _named_pcm(entries, sink_name, "output")
+        if source and inp is None:
+            env["PULSE_SOURCE"] = source
+        if sink_name and out is None:
             env["PULSE_SINK"] = sink_name
-        pulse = next((e for e in entries if e.name == "pulse"), None)
-        if pulse is None:
-            raise DeviceError(
-                "monitor=/sink= need the ALSA 'pulse' device (apt-get install -y "
-                "libasound2-plugins) and a running PulseAudio/PipeWire server"
-            )
-    inp = pulse if monitor else find_device(entries, input_device, "input", default_in)
-    out = pulse if sink else find_device(entries, output_device, "output", default_out)
+        if "PULSE_SOURCE" in env or "PULSE_SINK" in env:
+            pulse = next((e for e in entries if e.name == "pulse"), None)
+            if pulse is None:
+                raise DeviceError(
+                    "monitor=/sink= need the ALSA 'pulse' device (apt-get install -y "
+                    "libasound2-plugins) and a running PulseAudio/PipeWire server"
+                )
+            inp = inp or (pulse if monitor else None)
+            out = out or (pulse if sink else None)
+    inp = inp or find_device(entries, input_device, "input", default_in)
+    out = out or find_device(entries, output_device, "output", default_out)
     return Endpoints(
         input=inp,
         output=out,
-        input_name=f"monitor of {monitor} (pulse)" if monitor else inp.name,
-        output_name=f"sink {sink} (pulse)" if sink else out.name,
+        input_name=f"monitor of {monitor} ({inp.name})" if monitor else inp.name,
+        output_name=f"sink {sink} ({out.name})" if sink else out.name,
         env=env,
     )
+
+
+def _named_pcm(entries: list[DeviceEntry], name: str, kind: str) -> DeviceEntry | None:
+    """The device called exactly ``name`` with ``kind`` (``"input"``/``"output"``) channels."""
+    for e in entries:
+        channels = e.max_input_channels if kind == "input" else e.max_output_channels
+        if e.name == name and channels > 0:
+            return e
+    return None
 
 
 @contextlib.contextmanager

@@ -1,8 +1,9 @@
 """Duplex streams through sounddevice (PortAudio; Debian's ``libportaudio2``).
 
 On Linux without a native PulseAudio host API (Debian's PortAudio 19.6) every server is reached
-through ALSA: the ``pulse`` pcm (libasound2-plugins), or the hinted pcms of the project's
-server. ``monitor=`` / ``sink=`` are explained in :mod:`realtime.io.devices`.
+through ALSA: the hinted pcms of the project's server (PipeWire's own ALSA plugin,
+pipewire-alsa), or the ``pulse`` pcm (libasound2-plugins). ``monitor=`` / ``sink=`` are
+explained in :mod:`realtime.io.devices`.
 """
 
 from __future__ import annotations

@@ -248,12 +248,15 @@ def test_round_trip_lag_is_constant_and_bounded(
         f"xruns {stream.xruns}, graph undisturbed {graph_ok}"
     )
     assert overall >= 0.99 and worst >= 0.99
-    # PortAudio through the ALSA pulse plugin, seen here: 1024 samples (sometimes 1280 or 1536)
-    # against a reported 1280, at both rates. The pulse backend's figures come out about 1.6
-    # blocks under the loop's lag (768-1280 against 357-856): a stream that captures its own
-    # output is a cycle in the graph, which PipeWire breaks by delaying one edge a quantum. The
-    # lag from sink to sink, which has no such cycle, is checked to one block in test_run.py.
-    assert abs(lag - reported) <= 3 * BLOCK, f"lag {lag} vs reported {reported} samples"
+    # PortAudio through PipeWire's ALSA plugin (the project's server's pcms), seen here: the lag
+    # equal to the reported one in 8 of 8 (512-1024 samples; through ALSA's pulse plugin before:
+    # 1024, sometimes 1280 or 1536, against a reported 1280). The pulse backend's figures come
+    # out about 1.6 blocks under the loop's lag (768-1280 against 357-856): a stream that
+    # captures its own output is a cycle in the graph, which PipeWire breaks by delaying one edge
+    # a quantum. The lag from sink to sink, which has no such cycle, is checked to one block in
+    # test_run.py.
+    bound = 3 * BLOCK if backend == "pulse" else BLOCK
+    assert abs(lag - reported) <= bound, f"lag {lag} vs reported {reported} samples"
     assert_no_xruns(stream)
 
 

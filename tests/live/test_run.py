@@ -9,13 +9,12 @@ through wavehost, whatever the recorder's own timing. A run that fails while its
 (correlation ≥ 0.99 with the FIR of what ``call`` carried), the measured lag against the latency
 wavehost reports (within one device block; PortAudio's may overshoot by two); no xruns and no
 deadline misses over 20 s at block 256; and the live output equals an offline render of the
-live input, sample for sample. Every backend at 16 kHz, pulse at 48 kHz too (see CASES).
+live input, sample for sample. Every backend at 16 and 48 kHz.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -43,18 +42,13 @@ SECONDS = 20.0
 TAPS = [0.6, 0.3, 0.1]
 
 
-# PortAudio at 16 kHz only in CI: at 48 kHz (5.3 ms periods) through the ALSA pulse plugin the
-# listener's side now and then slips by whole blocks that neither PortAudio nor wavehost sees
-# (2026-11-22, a quiet VM: 3 of 22 runs; the one taken apart: +768 samples on the listener only,
-# with 0 xruns, 0 misses and wavehost's own output recording continuous). The cause is the
-# plugin's playback stream: it asks the server for prebuffering (pw-dump: pulse.attr.prebuf 1024
-# bytes, tlength 3072), so an under-run on the server's side stops it until it is refilled and
-# the lag grows for good, unseen by ALSA; the pulse backend, which asks for none, keeps its lag
-# through the same under-runs (test_io.py, test_pulse_late_loop_keeps_its_lag). The plugin has
-# no setting for it. `WAVEHOST_LIVE_48K=1` adds the PortAudio cases at 48 kHz.
-CASES = [("sounddevice", 16000), ("pyaudio", 16000), ("pulse", 16000), ("pulse", 48000)]
-if os.environ.get("WAVEHOST_LIVE_48K") == "1":
-    CASES += [("sounddevice", 48000), ("pyaudio", 48000)]
+# Every backend at both rates. Through ALSA's pulse plugin PortAudio's 48 kHz listener side slipped
+# by whole blocks now and then, unseen (3 of 22 runs on 2026-11-22: +768 samples, 0 xruns): that
+# plugin's playback stream asks the server for prebuffering, so an under-run on the server's
+# side stops it until refilled and the lag grows for good. The project's server now gives
+# PortAudio PipeWire's own ALSA plugin (scripts/audio-server.sh), whose streams keep their lag
+# and report the xrun, as the pulse backend does (test_io.py, test_pulse_late_loop_keeps_its_lag).
+CASES = [(b, r) for r in (16000, 48000) for b in ("sounddevice", "pyaudio", "pulse")]
 
 ATTEMPTS = 3
 
