@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+from bench.e2e import DualRecorder
 
 
 def known_signal(rate: int, seconds: float, seed: int = 0) -> np.ndarray:
@@ -89,3 +92,20 @@ def wait_for_start(host: subprocess.Popen) -> None:
         if host.poll() is not None:
             pytest.fail(f"wavehost run exited early: {line}{host.stderr.read()}")
     pytest.fail("wavehost run did not start within 30 s")
+
+
+def sink_probe(server, path: Path, rate: int) -> DualRecorder:
+    """One pw-record stream of the monitors of ``server``'s ``call`` and ``listener`` sinks, on
+    two channels of the same graph cycle: the lag between them is the lag from sink to sink."""
+    return DualRecorder(
+        path, rate, f"{server.call}:monitor_MONO", f"{server.listener}:monitor_MONO"
+    )
+
+
+def pw_play(sink: str, wav: Path) -> None:
+    """Play ``wav`` into ``sink`` from a separate process (pw-play), as an application would;
+    returns when it has been played."""
+    res = subprocess.run(
+        ["pw-play", "--target", sink, str(wav)], capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 0, res.stderr

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from audio import aligned_correlation, known_signal, window_lags
+from audio import aligned_correlation, known_signal, pw_play, sink_probe, window_lags
 
-from bench.e2e import DualRecorder, parse_exports
+from bench.e2e import parse_exports
 from realtime.io import (
     XRUN_NAMES,
     DeviceError,
@@ -485,21 +485,12 @@ def test_pulse_late_loop_keeps_its_lag(audio_server, tmp_path) -> None:
         monitor=audio_server.call,
         sink=audio_server.listener,
     )
-    probe = DualRecorder(
-        tmp_path / "probe.wav",
-        rate,
-        f"{audio_server.call}:monitor_MONO",
-        f"{audio_server.listener}:monitor_MONO",
-    )
+    probe = sink_probe(audio_server, tmp_path / "probe.wav", rate)
     try:
         stream.start()
         time.sleep(0.3)
         probe.start()
-        play_wav = subprocess.run(
-            ["pw-play", "--target", audio_server.call, str(tmp_path / "x.wav")],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert play_wav.returncode == 0, play_wav.stderr
+        pw_play(audio_server.call, tmp_path / "x.wav")
         time.sleep(0.3)
     finally:
         rec = probe.stop()

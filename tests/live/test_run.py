@@ -27,12 +27,13 @@ from audio import (
     aligned_correlation,
     known_signal,
     moves_as_reported,
+    pw_play,
+    sink_probe,
     wait_for_start,
     window_lags,
 )
 from plugins import Fir
 
-from bench.e2e import DualRecorder
 from realtime.chain import Chain
 from realtime.loader import load_plugin
 from realtime.render import render
@@ -65,21 +66,12 @@ def live_run(audio_server, folder, plugin, x, backend, rate):
         "--record", str(folder / "out.wav"), "--record-input", str(folder / "in.wav"),
         "--report", str(report), "--quiet",
     ]  # fmt: skip
-    probe = DualRecorder(
-        folder / "probe.wav",
-        rate,
-        f"{audio_server.call}:monitor_MONO",
-        f"{audio_server.listener}:monitor_MONO",
-    )
+    probe = sink_probe(audio_server, folder / "probe.wav", rate)
     host = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for_start(host)
         probe.start()
-        player = subprocess.run(
-            ["pw-play", "--target", audio_server.call, str(folder / "x.wav")],
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert player.returncode == 0, player.stderr
+        pw_play(audio_server.call, folder / "x.wav")
         _, err = host.communicate(timeout=60)
     finally:
         host.kill()
