@@ -131,7 +131,14 @@ def check_run(r, rec, x, folder, plugin, backend, rate):
     assert r["xruns"] is None if backend == "pulse" else sum(r["xruns"].values()) == 0, r["xruns"]
     assert r["callback_errors"] == 0
     assert r["dropped_input"] == 0 and r["recording_dropped"] == 0, r
-    assert r["misses"] <= 2, (r["misses"], r["miss_times_s"], r["margin_changes"])
+    # deadline misses: at most 2 while the signal passes. Before it the input is digital silence,
+    # where a late block changes nothing (dry = wet = 0): misses there, a stream's first tenths
+    # of a second on a busy machine, are reported but say nothing about the signal path.
+    live_in, _ = sf.read(folder / "in.wav", dtype="float32")
+    loud = np.flatnonzero(np.abs(live_in) > 1e-4)
+    assert loud.size, "the signal never reached wavehost"
+    during = [t for t in r["miss_times_s"] if loud[0] <= t * rate <= loud[-1]]
+    assert len(during) <= 2, (r["misses"], r["miss_times_s"], r["margin_changes"])
     assert r["seconds"] >= SECONDS
 
     # content, window by window: what `listener` carried is the FIR of what `call` carried, both
@@ -170,7 +177,6 @@ def check_run(r, rec, x, folder, plugin, backend, rate):
     assert low <= measured - lat["total"] <= BLOCK, (measured, lat)
 
     # live = render: the recorded engine input rendered offline gives the recorded output
-    live_in, _ = sf.read(folder / "in.wav", dtype="float32")
     live_out, _ = sf.read(folder / "out.wav", dtype="float32")
     assert np.abs(live_in).max() > 0.1  # the signal really went through
     chain = Chain([load_plugin(plugin)])
