@@ -114,8 +114,8 @@ alsa_plugin() { # alsa_plugin NAME: whether ALSA's pcm plugin NAME (pulse, pipew
 # installed, else the pulse plugin (libasound2-plugins) through pipewire-pulse. The pulse plugin's
 # playback stream asks the server for prebuffering: an under-run stops it until refilled, the lag
 # grows for good and ALSA never hears of it (three 40 ms stalls of a 48 kHz, 256-frame stream
-# took its lag from 768 to 5631 samples, in steps). Through PipeWire's plugin the same stalls
-# are xruns PortAudio reports, and the lag stayed at 768.
+# took its lag from 768 to 5631 samples, in steps). Through PipeWire's plugin the lag stayed at
+# 768 through the same stalls.
 write_asound_conf() {
     local f="$DIR/asound.conf" server="unix:$RUN/pulse/native" s
     {

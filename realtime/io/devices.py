@@ -22,7 +22,7 @@ checked first with ``pactl`` when it is installed. ``monitor`` may also name a s
 microphone), which is then captured directly. The hinted pcms are also selectable by name as
 ordinary devices. The difference matters at 48 kHz: the ``pulse`` plugin's playback stream asks
 the server for prebuffering, so an under-run stops it until refilled and its lag grows for good,
-unseen by ALSA; PipeWire's plugin keeps the lag and reports the xrun.
+unseen by ALSA; PipeWire's plugin keeps the lag.
 """
 
 from __future__ import annotations
@@ -451,9 +451,8 @@ def resolve_endpoints(
 ) -> Endpoints:
     """Pick the input and output devices. ``monitor``/``sink`` map to the ALSA pcms
     ``<sink>_monitor`` / ``<sink>`` where PortAudio lists them (the project's audio server writes
-    them: PipeWire's own ALSA plugin, whose streams keep their lag through an under-run and
-    report it), else to the ``pulse`` pcm plus ``PULSE_SOURCE``/``PULSE_SINK`` (see the module
-    docstring)."""
+    them: PipeWire's own ALSA plugin, whose streams keep their lag through an under-run), else
+    to the ``pulse`` pcm plus ``PULSE_SOURCE``/``PULSE_SINK`` (see the module docstring)."""
     check_exclusive(input_device, output_device, monitor, sink)
     env: dict[str, str] = {}
     inp = out = None

@@ -48,7 +48,7 @@ TAPS = [0.6, 0.3, 0.1]
 # plugin's playback stream asks the server for prebuffering, so an under-run on the server's
 # side stops it until refilled and the lag grows for good. The project's server now gives
 # PortAudio PipeWire's own ALSA plugin (scripts/audio-server.sh), whose streams keep their lag
-# and report the xrun, as the pulse backend does (test_io.py, test_pulse_late_loop_keeps_its_lag).
+# through an under-run, as the pulse backend's do (test_io.py, test_pulse_late_loop_keeps_its_lag).
 CASES = [(b, r) for r in (16000, 48000) for b in ("sounddevice", "pyaudio", "pulse")]
 
 ATTEMPTS = 3
