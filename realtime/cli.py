@@ -442,13 +442,7 @@ def _final_report(engine, stream, recorder, seconds: float) -> dict:
             if getattr(stream, "rt_priority", 0)
             else getattr(stream, "rt_error", None) or "normal scheduling",
             "worker": engine.worker_rt,
-            "recorder": (
-                None
-                if not recorder.active
-                else f"SCHED_FIFO {recorder.rt_priority}"
-                if recorder.rt_priority and recorder.rt_error is None
-                else "normal scheduling"
-            ),
+            "recorder": recorder.scheduling if recorder.active else None,
         },
         "plugins": [vars(h) for h in engine.processor.chain.health],
     }

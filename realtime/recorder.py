@@ -76,6 +76,14 @@ class Recorder:
         return bool(self._files)
 
     @property
+    def scheduling(self) -> str:
+        """The writer's policy as the run report names it: ``"SCHED_FIFO N"`` or ``"normal
+        scheduling"``."""
+        if self.rt_priority > 0 and self.rt_error is None:
+            return f"SCHED_FIFO {self.rt_priority}"
+        return "normal scheduling"
+
+    @property
     def dropped(self) -> int:
         """Frames lost because the disk fell ``buffer_s`` behind (per file, summed)."""
         return sum(ring.overflow for _, ring in self._files)

@@ -102,6 +102,20 @@ def sink_probe(server, path: Path, rate: int) -> DualRecorder:
     )
 
 
+def sink_to_sink(
+    rec: np.ndarray, x: np.ndarray, rate: int, taps: tuple[float, ...] = (1.0,)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Window by window (0.25 s), where what the first sink carried (``rec[:, 0]``, filtered by
+    ``taps``) lies in what the second carried (``rec[:, 1]``): the lag from sink to sink
+    (samples) and the correlation there. ``x``, the known signal played into the first sink,
+    places the windows."""
+    lag_in = aligned_correlation(rec[:, 0], x)[0]
+    half = rate // 4
+    heard = np.convolve(rec[:, 0], taps)[lag_in : lag_in + len(x)].astype(np.float32)
+    lags, corr = window_lags(rec[:, 1], heard, lag_in, 4 * half, half)
+    return lags - lag_in, corr
+
+
 def pw_play(sink: str, wav: Path) -> None:
     """Play ``wav`` into ``sink`` from a separate process (pw-play), as an application would;
     returns when it has been played."""
