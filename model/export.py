@@ -98,12 +98,13 @@ class UNetPlugin(nn.Module):
         batch, time = x.size(0), x.size(2)
         if self.mid_side:
             x = torch.stack([x[:, 0] + x[:, 1], x[:, 0] - x[:, 1]], 1) * 0.5
-        dry, residual = self.net.step(x.reshape(batch * self.channels, 1, time))
+        # one channel per row, time-major: (batch * channels, time, 1), the same memory
+        dry, residual = self.net.step_time_major(x.reshape(batch * self.channels, time, 1))
         if self.band_limited:
             if self.band_limit.cache.size(0) != residual.size(0):  # the net restarted too
                 self.band_limit.clear(residual.size(0))
-            residual = self.band_limit(residual.transpose(1, 2)).transpose(1, 2)
-        y = (dry + self.mix * residual).view(batch, self.channels, -1)
+            residual = self.band_limit(residual)
+        y = torch.addcmul(dry, self.mix, residual).view(batch, self.channels, -1)
         if self.mid_side:
             y = torch.stack([y[:, 0] + y[:, 1], y[:, 0] - y[:, 1]], 1)
         return y

@@ -233,13 +233,18 @@ class CachedSynthesis(Cached):
                 if 0 <= j < taps:
                     matrix[:, t, r] = filters[:, j].float()
         self.k, self.channels, self.bands, self.factor = k, channels, bands, factor
-        self.register_buffer("matrix", matrix.reshape(bands * k, factor))
+        # (factor, bands * k): the product runs with the window columns as its long side (a
+        # (factor, bands * k) @ (bands * k, time * channels) product was 3x faster on the CPU
+        # than its transpose, whose result is only ``factor`` wide)
+        self.register_buffer("matrix", matrix.reshape(bands * k, factor).t().contiguous())
 
     def forward(self, x: Tensor) -> Tensor:
+        batch = x.size(0)
         win = self.push(x).unfold(1, self.k, 1)  # (batch, time, channels * bands, k)
-        win = win.flatten(2).unflatten(2, (self.channels, self.bands * self.k))
-        y = torch.matmul(win, self.matrix)  # (batch, time, channels, factor)
-        return y.transpose(2, 3).flatten(1, 2)
+        win = win.unflatten(2, (self.channels, self.bands)).permute(3, 4, 0, 1, 2)
+        y = torch.mm(self.matrix, win.reshape(self.bands * self.k, -1))  # (factor, b * t * c)
+        y = y.view(self.factor, batch, -1, self.channels).permute(1, 2, 0, 3)
+        return y.reshape(batch, -1, self.channels)  # (batch, time * factor, channels)
 
 
 class DelayLine(Cached):

@@ -317,11 +317,16 @@ class StreamingWaveletUNet(nn.Module):
     def step(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """One block: ``(batch, 1, T_in) -> (dry, residual)`` at the output rate. A change of
         batch size restarts the state."""
+        dry, residual = self.step_time_major(x.transpose(1, 2))
+        return dry.transpose(1, 2), residual.transpose(1, 2)
+
+    def step_time_major(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """:meth:`step` on time-major blocks: ``(batch, T_in, 1) -> (dry, residual)``, each
+        ``(batch, T_in * R, 1)`` (for one channel the same memory as ``(batch, 1, time)``)."""
         if x.size(0) != self.batch:
             self.batch = x.size(0)
             self.body.clear(self.batch)
-        dry, residual = self.body(x.transpose(1, 2))
-        return dry.transpose(1, 2), residual.transpose(1, 2)
+        return self.body(x)
 
     def forward(self, x: Tensor) -> Tensor:
         dry, residual = self.step(x)
