@@ -211,8 +211,18 @@ def load_checkpoint(path: str | Path) -> WaveletUNet:
     return net.eval()
 
 
+def save_weights(net: WaveletUNet, path: str | Path) -> Path:
+    """Write the weights-only checkpoint of ``net`` (``"config"``, ``"model"``: no optimizer or
+    training state) that :func:`load_checkpoint` reads; shipped next to each plugin, so that a
+    later version of the streaming code can export the same network again."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": net.config.to_dict(), "model": net.state_dict()}, path)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``wavehost export --checkpoint CKPT --out PATH.ts [--name NAME]``."""
+    """``wavehost export --checkpoint CKPT --out PATH.ts [--name NAME] [--save-weights PT]``."""
     parser = argparse.ArgumentParser(
         prog="wavehost export", description="Export a trained wavelet U-Net as a plugin."
     )
@@ -240,6 +250,11 @@ def main(argv: list[str] | None = None) -> int:
         help="low-pass the residual from this frequency (Hz) to the output Nyquist frequency, "
         "where a resampled wideband reference is empty (default 0: off)",
     )
+    parser.add_argument(
+        "--save-weights",
+        metavar="PATH",
+        help="also write the network's weights-only checkpoint (config and weights) to PATH",
+    )
     args = parser.parse_args(argv)
     if not 0.0 <= args.mix <= 1.0:
         parser.error(f"--mix must lie in [0, 1], got {args.mix}")
@@ -250,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
             net, args.out, name=name, channels=args.channels, stereo=args.stereo, mix=args.mix,
             band_top=args.band_top,
         )  # fmt: skip
-    except ValueError as err:
+        if args.save_weights:
+            save_weights(net, args.save_weights)
+    except (ValueError, OSError) as err:
         print(f"wavehost export: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {out} (latency {net.latency_samples()} samples at {net.config.rate_out} Hz)")

@@ -13,7 +13,8 @@
 #    is one (use a new RUN_DIR to start from scratch); mp3-restore-48k then gets a second,
 #    fine-tuning stage from RUN_DIR/best.pt into RUN_DIR/ft (lower learning rate, a heavier
 #    waveform loss, so that near-transparent high-bitrate input is left alone),
-# 4. export the last stage's best.pt to model/weights/NAME.ts (+ .json); for bwe-8k-16k with
+# 4. export the last stage's best.pt to model/weights/NAME.ts (+ .json, and NAME.pt: its
+#    weights-only checkpoint, kept so later code can export the same network); for bwe-8k-16k with
 #    the default of the plugin's mix parameter chosen on the training split (wavehost eval
 #    --mix-sweep on a first export in RUN_DIR/mix-sweep), for the others with mix 1,
 # 5. evaluate the plugin against its baselines on the validation split (RUN_DIR/eval*).
@@ -103,7 +104,7 @@ fi
 
 stamp "export $weights (mix $mix)"
 wavehost_cmd model.export --checkpoint "$best" --out "$weights" --name "$name" "${export[@]}" \
-    --mix "$mix"
+    --mix "$mix" --save-weights "${weights%.ts}.pt"
 
 for how in "${evals[@]}"; do
     stamp "evaluate on the validation split ($how)"

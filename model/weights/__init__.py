@@ -1,4 +1,6 @@
-"""Shipped plugin weights: small TorchScript files (with a ``.json`` sidecar) in this folder.
+"""Shipped plugin weights: small TorchScript files (with a ``.json`` sidecar) in this folder,
+each next to the weights-only checkpoint it was exported from (``NAME.pt``, read by
+``wavehost export --checkpoint``; not installed with the package).
 
 The host resolves plugin names through the ``wavehost.plugins`` entry points, e.g.
 ``bwe-8k-16k = "model.weights:bwe_8k_16k"``.

@@ -12,7 +12,7 @@ from torch import nn
 
 from model import weights
 from model.bandlimit import lowpass_taps
-from model.export import export_plugin, main
+from model.export import export_plugin, load_checkpoint, main
 from model.unet import UNetConfig, WaveletUNet
 from realtime.contract import PluginInfo
 from realtime.loader import load_plugin
@@ -129,6 +129,11 @@ def test_cli_exports_a_checkpoint(net: WaveletUNet, tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         main(["--checkpoint", str(ckpt), "--out", str(out), "--mix", "1.5"])
     assert main(["--checkpoint", str(ckpt), "--out", str(out), "--band-top", "9000"]) == 2
+    slim = tmp_path / "weights" / "bwe.pt"
+    assert main(["--checkpoint", str(ckpt), "--out", str(out), "--save-weights", str(slim)]) == 0
+    assert set(torch.load(slim, weights_only=True)) == {"config", "model"}
+    x = torch.randn(1, 1, 64)
+    torch.testing.assert_close(load_checkpoint(slim)(x), net.eval()(x), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@
 Each declares the contract its JSON sidecar and its network config say, streams without seams
 (any block split gives the one-shot output) and does its job on real audio: the 48 kHz MP3
 restorer on the bundled 64 kb/s MP3 clip, also as a 44.1 kHz stream through the host's edge
-resamplers (``wavehost render``).
+resamplers (``wavehost render``). Each ships with the checkpoint it was exported from: exported
+again by today's code, it streams the same output.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import torch
 from spectrum import band_db
 
 from model import weights
+from model.export import load_checkpoint, script_plugin
 from model.unet import UNetConfig, WaveletUNet
 from realtime.chain import Chain
 from realtime.loader import load_plugin
@@ -50,6 +52,23 @@ def test_contract_and_streaming_without_seams(name: str) -> None:
         parts.append(plugin.process(x[..., start : start + n]))
         start += n
     torch.testing.assert_close(torch.cat(parts, -1), whole, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_checkpoint_exports_to_the_shipped_plugin(name: str) -> None:
+    meta = json.loads(weights.WEIGHTS_DIR.joinpath(f"{name}.json").read_text())
+    net = load_checkpoint(weights.WEIGHTS_DIR / f"{name}.pt")
+    assert net.config.to_dict() == meta["config"]
+    channels, stereo = meta["channels"], meta["stereo"] or "lr"
+    mix, band_top = meta["parameter_default"][0], meta.get("band_top_hz") or 0.0
+    again = script_plugin(net, channels, stereo, mix, band_top)
+    shipped = load_plugin(name)
+    m = meta["block_multiple"] * 4
+    x = 0.3 * torch.randn(1, channels, 30 * m, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        for start in range(0, x.size(-1), m):
+            block = x[..., start : start + m]
+            torch.testing.assert_close(again(block), shipped.process(block), atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("rate", [48000, 44100])
