@@ -89,27 +89,37 @@ class StreamInfo:
     """False where the backend cannot see xruns (``pulse``): its ``xruns`` stay zero."""
 
 
-LATENCY_READINGS = 4096
-"""How many device latency readings a stream keeps for ``info`` (the most recent ones)."""
+LATENCY_READINGS = 64
+"""How many device latency readings a PortAudio stream keeps for ``info``: the most recent ones,
+1–4 s of stream at blocks of 64–256 samples (its readings are exact, see
+:class:`LatencyReadings`)."""
 READ_EVERY = 4
 """A backend's audio thread reads the device latencies every this many blocks."""
 
 
 class LatencyReadings:
     """Device latencies (s, capture and playback) that a backend's audio thread reads while the
-    stream runs, every ``READ_EVERY``-th block, into a preallocated ring of the last
-    ``LATENCY_READINGS``. A stream reports their medians: one reading is interpolated between
-    the server's timing updates and drifts by up to two blocks while the real lag stays put."""
+    stream runs, every ``READ_EVERY``-th block, into a preallocated ring of the last ``keep``.
+    A stream reports their medians.
+
+    How many to keep depends on the readings. PortAudio's per-block time stamps are the ALSA
+    buffers' exact fill (steady to a few samples), and that fill can step by a block
+    mid-stream, for good: through PipeWire's ALSA plugin at 48 kHz, block 256, the capture
+    delay went from 2 to 3 blocks in one run and the lag sink to sink with it, which a median
+    over the whole run can miss (with such medians 2 of 33 runs reported two blocks over the
+    lag, the others one). Keep the recent ones (``LATENCY_READINGS``). The pulse server's
+    readings are interpolated between its timing updates and wander by up to two blocks while
+    the lag stays put: keep many (the pulse backend keeps 4096, minutes of stream)."""
 
     __slots__ = ("_v", "count")
 
-    def __init__(self) -> None:
-        self._v = np.zeros((LATENCY_READINGS, 2), np.float64)
+    def __init__(self, keep: int = LATENCY_READINGS) -> None:
+        self._v = np.zeros((keep, 2), np.float64)
         self.count = 0
 
     def add(self, input_s: float, output_s: float) -> None:
         """Keep one reading (audio thread: no allocation)."""
-        i = self.count % LATENCY_READINGS
+        i = self.count % self._v.shape[0]
         self._v[i, 0] = input_s
         self._v[i, 1] = output_s
         self.count += 1
@@ -121,7 +131,7 @@ class LatencyReadings:
 
     def apply(self, info: StreamInfo) -> StreamInfo:
         """``info`` with the medians of the readings so far (unchanged before the first)."""
-        n = min(self.count, LATENCY_READINGS)
+        n = min(self.count, self._v.shape[0])
         if n == 0:
             return info
         med = np.median(self._v[:n], axis=0)

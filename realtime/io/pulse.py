@@ -14,11 +14,10 @@ with ``prebuf`` 0 the lag stayed at 1024 samples, PipeWire 0.3.65).
 
 Latency: after every fourth read the thread asks the server for both streams' latency
 (``pa_simple_get_latency``: what is queued in the stream plus the device's own latency,
-interpolated from the server's timing information) and keeps the last 4096 readings; ``info``
-reports their medians. On the project's private server (PipeWire 0.3.65, block 256) the
-reported sum lies within one block of the lag measured from sink to sink; PortAudio's running
-figures through the ALSA plugin overshoot it by up to two blocks now and then (README, "Latency
-accounting").
+interpolated from the server's timing information) and keeps the last ``READINGS`` (minutes of
+stream: one reading wanders by up to two blocks); ``info`` reports their medians. On the
+project's private server (PipeWire 0.3.65, block 256) the reported sum lies within one block of
+the lag measured from sink to sink (README, "Latency accounting").
 
 libpulse's simple API has no xrun notification, so ``xruns`` stays zero with this backend and
 ``info.xruns_visible`` is False (the run report says so): audio the server played as silence
@@ -53,6 +52,8 @@ _FLOAT32LE = 5  # pa_sample_format_t
 _DEFAULT = 0xFFFFFFFF  # (uint32_t) -1: let the server choose
 _ERR_CONNECTIONREFUSED = 6  # pa_error_code_t
 MAX_RATE = 384000
+READINGS = 4096
+"""Latency readings the stream keeps for its medians (see ``LatencyReadings``)."""
 """The highest rate a PulseAudio stream takes (Hz)."""
 
 
@@ -134,7 +135,7 @@ class PulseStream(_GuardedStream):
         self._in = np.zeros((frames, channels), np.float32)
         self._out = np.zeros((frames, channels), np.float32)
         self._bytes = self._in.nbytes
-        self._latency = LatencyReadings()
+        self._latency = LatencyReadings(READINGS)
         self._run = threading.Event()
         self._thread: threading.Thread | None = None
         self._error: str | None = None

@@ -660,6 +660,8 @@ def test_garbage_collection_while_streaming_causes_no_xrun(audio_server) -> None
 
 
 def test_latency_readings_report_their_medians() -> None:
+    """The medians of the most recent readings: a step of the buffering shows once it is most
+    of them (PortAudio keeps few, pulse many)."""
     info = StreamInfo(16000, 256, 1, 1, 0.032, 0.048, "sounddevice", "in", "out")
     r = LatencyReadings()
     assert r.apply(info) is info, "before the first reading: the figures given at open"
@@ -668,6 +670,10 @@ def test_latency_readings_report_their_medians() -> None:
     got = r.apply(info)
     assert got.input_latency_s == 0.020 and got.output_latency_s == 0.030
     assert (got.samplerate, got.backend, info.input_latency_s) == (16000, "sounddevice", 0.032)
+    many = LatencyReadings(keep=4 * LATENCY_READINGS)  # a step after a long stretch: not yet
+    for i in range(5 * LATENCY_READINGS):
+        many.add(0.010 if i < 4 * LATENCY_READINGS else 0.020, 0.030)
+    assert many.apply(info).input_latency_s == 0.010
 
 
 # -- file backend (no server needed) ------------------------------------------------------------
