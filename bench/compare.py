@@ -125,13 +125,14 @@ def compare_plugins(
     runners = []
     for spec in (spec_a, spec_b):
         plugin = delay_plugin(rate) if spec == IDENTITY else resolve(spec)
+        ch = plugin.info.channels
         if what == "path":
             proc = Processor(Chain([plugin]), rate_in=rate, rate_out=rate, block=block)
-            runners.append((plugin.info.name, proc.process, noise_blocks(16, block, 1, seed=2)))
+            runners.append((plugin.info.name, proc.process, noise_blocks(16, block, ch, seed=2)))
         else:
             n_in = max(1, block * plugin.info.sample_rate_in // rate)
             n_in -= n_in % plugin.info.block_multiple
-            xs = [torch.from_numpy(x.T.copy())[None] for x in noise_blocks(16, n_in, 1, seed=1)]
+            xs = [torch.from_numpy(x.T.copy())[None] for x in noise_blocks(16, n_in, ch, seed=1)]
             runners.append((plugin.info.name, plugin.process, xs))
     times = np.zeros((2, count))
     perf = time.perf_counter

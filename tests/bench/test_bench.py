@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from plugins import Slow
+from plugins import Gain, Slow
 
 from bench.cli import main as bench_main
-from bench.compare import bootstrap_ratio
+from bench.compare import bootstrap_ratio, compare_plugins
 from bench.e2e import E2ESettings, click_train, correlate, run_e2e
 from bench.latency import (
     budget_figures,
@@ -90,6 +90,15 @@ def test_bootstrap_ratio_of_exactly_scaled_samples():
     r = bootstrap_ratio(a, 2 * a, 50.0, n_boot=200)
     assert r["ratio"] == pytest.approx(2.0)
     assert r["ci_low"] == pytest.approx(2.0) and r["ci_high"] == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("what", ["plugin", "path"])
+def test_compare_runs_stereo_plugins_on_stereo_blocks(what):
+    result = compare_plugins(
+        Gain(48000, channels=2), Gain(48000, 0.5, channels=2), 48000, 256, 40, 4, what, False
+    )
+    assert result["a_ms"]["count"] == result["b_ms"]["count"] == 40
+    assert result["b_over_a"]["p50"]["ratio"] > 0
 
 
 def test_correlation_finds_a_known_lag_and_gain():
