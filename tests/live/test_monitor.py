@@ -7,8 +7,9 @@ The test brings up its own private audio server with two 48 kHz stereo sinks, ``
 server of the other live tests keeps its graph; the player is ``paplay`` decoding the bundled
 64 kb/s MP3 clip, and wavehost runs on its native pulse backend (PortAudio's 48 kHz stereo
 capture through the ALSA plugin slipped now and then on this 2-core VM, unreported). Checked:
-wavehost captured the decoded MP3 (correlation ≥ 0.99 with soundfile's decode of the same file,
-both channels, window by window at one lag), the live output equals an offline render of the live
+the sink carried the decoded MP3 (a second recording of its monitor against soundfile's decode of
+the same file), wavehost captured what the sink carried (correlation ≥ 0.99, both channels, window
+by window at one lag), the live output equals an offline render of the live
 input sample for sample, the listener's sink carried that output (window by window at one lag,
 stepping only by the margin growth wavehost reported), and the restored output puts energy back
 above the MP3's low-pass (16–20 kHz) that the input lacks.
@@ -60,21 +61,29 @@ def music_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str,
         subprocess.run([*script, "stop"], capture_output=True, timeout=30, env=env)
 
 
+def record_monitor(sink: str, wav: Path, env: dict[str, str]) -> subprocess.Popen:
+    """Start ``parecord`` recording the monitor of ``sink`` to ``wav`` (float32, stereo)."""
+    return subprocess.Popen(
+        ["parecord", f"--device={sink}.monitor", "--file-format=wav", "--format=float32le",
+         f"--rate={RATE}", "--channels=2", str(wav)],
+        stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+
+
 def assert_one_lag(y: np.ndarray, x: np.ndarray, what: str, steps: int = 0, grown: int = 0) -> None:
     """``x`` (5 s) is in ``y`` window by window (0.25 s, correlation ≥ 0.99) at one lag, which
-    may grow at most ``steps`` times, by whole blocks and ``grown`` samples in all; the two
-    windows around a step may fall short. Near-silent windows of ``x`` say nothing either way
-    (at most 4 of the 20)."""
+    may grow at most ``steps`` times, by whole blocks and ``grown`` samples in all; two windows
+    per step may fall short (those around it: a step in the first window shows as no move).
+    Near-silent windows of ``x`` say nothing either way (at most 4 of the 20)."""
     lag = aligned_correlation(y, x)[0]
     lags, corrs = window_lags(y, x, max(0, lag - RATE // 4), RATE // 2, RATE // 4)
     loud = ~np.isnan(corrs)
     good = loud & (np.nan_to_num(corrs) >= 0.99)
-    moved = np.count_nonzero(np.diff(lags[good]))
     assert (
         len(corrs) == 20
         and loud.sum() >= 16
         and moves_as_reported(lags[good], steps, grown, BLOCK)
-        and good.sum() >= loud.sum() - 2 * moved
+        and good.sum() >= loud.sum() - 2 * steps
     ), (what, lags, corrs.round(3), steps, grown)
 
 
@@ -92,15 +101,14 @@ def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path):
         "--record", str(out), "--record-input", str(inp), "--report", str(report), "--quiet",
     ]  # fmt: skip
     host = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    heard_wav = tmp_path / "speakers.wav"
-    listener = None
+    heard_wav, played_wav = tmp_path / "speakers.wav", tmp_path / "music.wav"
+    recorders = []
     try:
         wait_for_start(host)
-        listener = subprocess.Popen(
-            ["parecord", f"--device={speakers}.monitor", "--file-format=wav",
-             "--format=float32le", f"--rate={RATE}", "--channels=2", str(heard_wav)],
-            stderr=subprocess.PIPE, env=env,
-        )  # fmt: skip
+        recorders = [
+            record_monitor(sink, wav, env)
+            for sink, wav in ((speakers, heard_wav), (music, played_wav))
+        ]
         player = subprocess.run(
             ["paplay", f"--device={music}", str(CLIP)],
             capture_output=True, text=True, timeout=60, env=env,
@@ -109,9 +117,9 @@ def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path):
         _, err = host.communicate(timeout=60)
     finally:
         host.kill()
-        if listener is not None:
-            listener.terminate()
-            listener.wait(timeout=10)
+        for rec in recorders:
+            rec.terminate()
+            rec.wait(timeout=10)
     assert host.returncode == 0, err
     r = json.loads(report.read_text())
     assert r["callback_errors"] == 0 and [p["name"] for p in r["plugins"]] == ["mp3-restore-48k"]
@@ -125,13 +133,23 @@ def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path):
         k: r[k] for k in ("dropped_input", "recording_dropped", "misses", "startup_misses")
     }
 
-    # wavehost captured what the player played: the decoded MP3, both channels (5 s from 3 s on,
-    # clear of the moment the server links a new stream), every 0.25 s window to correlation 0.99
-    # and at one lag
-    live_in, _ = sf.read(inp, dtype="float32", always_2d=True)
+    # the player played the MP3 into sink `music`: a second recording of its monitor holds the
+    # decoded clip (5 s from 3 s on, clear of the moment the server links a new stream), window by
+    # window. Its lag may step: a player or server cycle that was late on these 2 loaded cores
+    # leaves a gap in what the sink carried (one block, once in a CI run), not wavehost's doing
+    played, _ = sf.read(played_wav, dtype="float32", always_2d=True)
     ref = slice(3 * RATE, 8 * RATE)
+    at = aligned_correlation(played[:, 0], decoded[ref, 0])[0]
+    lags, corrs = window_lags(played[:, 0], decoded[ref, 0], max(0, at - RATE // 4), RATE // 2,
+                              RATE // 4)  # fmt: skip
+    assert np.count_nonzero(np.nan_to_num(corrs) >= 0.99) >= 14, ("player", lags, corrs.round(3))
+    carried = played[at : at + ref.stop - ref.start]
+
+    # wavehost captured what the sink carried, gaps included: both channels, every 0.25 s window
+    # to correlation 0.99 and at one lag
+    live_in, _ = sf.read(inp, dtype="float32", always_2d=True)
     for ch in range(2):
-        assert_one_lag(live_in[:, ch], decoded[ref, ch], f"capture, channel {ch}")
+        assert_one_lag(live_in[:, ch], carried[:, ch], f"capture, channel {ch}")
 
     # live = render: the recorded engine input rendered offline gives the recorded output
     live_out, _ = sf.read(out, dtype="float32", always_2d=True)
