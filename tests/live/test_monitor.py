@@ -9,10 +9,10 @@ server of the other live tests keeps its graph; the player is ``paplay`` decodin
 capture through the ALSA plugin slipped now and then on this 2-core VM, unreported). Checked:
 the sink carried the decoded MP3 (a second recording of its monitor against soundfile's decode of
 the same file), wavehost captured what the sink carried (correlation ≥ 0.99, both channels, window
-by window at one lag), the live output equals an offline render of the live
-input sample for sample, the listener's sink carried that output (window by window at one lag,
-stepping only by the margin growth wavehost reported), and the restored output puts energy back
-above the MP3's low-pass (16–20 kHz) that the input lacks.
+by window at one lag), the live output equals an offline render of the live input sample for
+sample, the listener's sink carried that output (window by window at one lag, stepping only by
+the margin growth wavehost reported), and the restored output puts energy back above the MP3's
+low-pass (16–20 kHz) that the input lacks.
 """
 
 from __future__ import annotations
@@ -70,13 +70,19 @@ def record_monitor(sink: str, wav: Path, env: dict[str, str]) -> subprocess.Pope
     )  # fmt: skip
 
 
+def windows(y: np.ndarray, x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """Where ``x`` lies in ``y`` as a whole (samples), and window by window (0.25 s): each
+    window's lag, searched within ±0.25 s of the whole's, and its correlation there."""
+    lag = aligned_correlation(y, x)[0]
+    return lag, *window_lags(y, x, max(0, lag - RATE // 4), RATE // 2, RATE // 4)
+
+
 def assert_one_lag(y: np.ndarray, x: np.ndarray, what: str, steps: int = 0, grown: int = 0) -> None:
     """``x`` (5 s) is in ``y`` window by window (0.25 s, correlation ≥ 0.99) at one lag, which
     may grow at most ``steps`` times, by whole blocks and ``grown`` samples in all; two windows
     per step may fall short (those around it: a step in the first window shows as no move).
     Near-silent windows of ``x`` say nothing either way (at most 4 of the 20)."""
-    lag = aligned_correlation(y, x)[0]
-    lags, corrs = window_lags(y, x, max(0, lag - RATE // 4), RATE // 2, RATE // 4)
+    lags, corrs = windows(y, x)[1:]
     loud = ~np.isnan(corrs)
     good = loud & (np.nan_to_num(corrs) >= 0.99)
     assert (
@@ -139,9 +145,7 @@ def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path):
     # leaves a gap in what the sink carried (one block, once in a CI run), not wavehost's doing
     played, _ = sf.read(played_wav, dtype="float32", always_2d=True)
     ref = slice(3 * RATE, 8 * RATE)
-    at = aligned_correlation(played[:, 0], decoded[ref, 0])[0]
-    lags, corrs = window_lags(played[:, 0], decoded[ref, 0], max(0, at - RATE // 4), RATE // 2,
-                              RATE // 4)  # fmt: skip
+    at, lags, corrs = windows(played[:, 0], decoded[ref, 0])
     assert np.count_nonzero(np.nan_to_num(corrs) >= 0.99) >= 14, ("player", lags, corrs.round(3))
     carried = played[at : at + ref.stop - ref.start]
 
