@@ -83,7 +83,6 @@ class Slow:
     from the last reset)."""
 
     streaming = True
-    channels = 1
     latency = 0
     block_multiple = 1
     parameter_names: list[str] = []
@@ -92,10 +91,17 @@ class Slow:
     parameter_default: list[float] = []
 
     def __init__(
-        self, rate: int, factor: float = 3.0, every: int = 10, block: int = 256, gain: float = 1.0
+        self,
+        rate: int,
+        factor: float = 3.0,
+        every: int = 10,
+        block: int = 256,
+        gain: float = 1.0,
+        channels: int = 1,
     ) -> None:
         self.sample_rate_in = self.sample_rate_out = rate
         self.factor, self.every, self.block, self.gain = factor, every, block, gain
+        self.channels = channels
         self.calls = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
