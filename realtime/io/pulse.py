@@ -52,9 +52,9 @@ _FLOAT32LE = 5  # pa_sample_format_t
 _DEFAULT = 0xFFFFFFFF  # (uint32_t) -1: let the server choose
 _ERR_CONNECTIONREFUSED = 6  # pa_error_code_t
 MAX_RATE = 384000
+"""The highest rate a PulseAudio stream takes (Hz)."""
 READINGS = 4096
 """Latency readings the stream keeps for its medians (see ``LatencyReadings``)."""
-"""The highest rate a PulseAudio stream takes (Hz)."""
 
 
 class _SampleSpec(ctypes.Structure):
