@@ -30,6 +30,14 @@ def _words(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def _switches(text: str) -> list[bool]:
+    values = {"on": True, "off": False}
+    words = _words(text)
+    if not words or any(w not in values for w in words):
+        raise argparse.ArgumentTypeError(f"expected on, off or on,off, got {text!r}")
+    return [values[w] for w in dict.fromkeys(words)]
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wavehost bench", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -49,7 +57,30 @@ def _parser() -> argparse.ArgumentParser:
     )
     lat.add_argument("--threads", type=_ints, default=[1, 2], help="torch intra-op threads")
     lat.add_argument("--modes", type=_words, default=["threaded", "inline"], help="engine modes")
-    lat.add_argument("--device", default="cpu", help="cpu or cuda")
+    lat.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu or cuda: where the plugins run (cuda: staged with pinned copies, one stream)",
+    )
+    lat.add_argument(
+        "--graphs",
+        type=_switches,
+        default=[True],
+        help="cuda only: on, off or on,off: CUDA-graph replay of each step, plain launches, both",
+    )
+    lat.add_argument(
+        "--streams",
+        type=_ints,
+        default=[],
+        help="batched stream counts N to time per plugin (e.g. 1,16,256,1024): one tick serves "
+        "N streams; plugins need reset_rows()",
+    )
+    lat.add_argument(
+        "--sweep",
+        action="store_true",
+        help="also search the largest stream count whose p99 tick fits the block budget",
+    )
+    lat.add_argument("--stream-ticks", type=int, default=300, help="timed ticks per stream count")
     lat.add_argument("--blocks-count", type=int, default=2000, help="timed blocks per cell")
     lat.add_argument("--warmup", type=int, default=200, help="untimed blocks per cell")
     lat.add_argument(
@@ -150,6 +181,10 @@ def _run(args: argparse.Namespace, out: Path) -> tuple[list[Path], str]:
             count=args.blocks_count,
             warmup=args.warmup,
             live_seconds=args.live_seconds,
+            graphs=args.graphs,
+            streams=args.streams,
+            sweep=args.sweep,
+            stream_ticks=args.stream_ticks,
         )
         rep = run_latency(args.plugin, settings, progress=not args.quiet)
         return report.write_latency(rep, out), report.latency_markdown(rep)

@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,6 +34,8 @@ import torch
 from tqdm import tqdm
 
 from bench.machine import LoadSampler, machine_facts
+from bench.streams import stream_rows
+from realtime.accel import on_device
 from realtime.chain import Chain
 from realtime.contract import PluginInfo
 from realtime.engine import MODES, Engine
@@ -159,16 +161,12 @@ def time_calls(
     inputs: Sequence[Any],
     count: int,
     warmup: int,
-    sync: Callable[[], None] | None = None,
 ) -> Timings:
     """Wall and thread CPU seconds per call of ``fn`` over ``count`` calls cycling through
-    ``inputs``, after ``warmup`` untimed calls; ``sync`` (e.g. a CUDA synchronise) is inside the
-    timed span."""
+    ``inputs``, after ``warmup`` untimed calls."""
     n = len(inputs)
     for i in range(warmup):
         fn(inputs[i % n])
-    if sync:
-        sync()
     wall = np.empty(count, np.float64)
     cpu = np.empty(count, np.float64)
     perf, thread = time.perf_counter, time.thread_time
@@ -178,8 +176,6 @@ def time_calls(
             c0 = thread()
             t0 = perf()
             fn(x)
-            if sync:
-                sync()
             wall[i] = perf() - t0
             cpu[i] = thread() - c0
     return Timings(wall, cpu)
@@ -210,23 +206,13 @@ def cuda_check(device: str) -> None:
         )
 
 
-def time_plugin(
-    plugin: LoadedPlugin, n_in: int, count: int, warmup: int, device: str = "cpu"
-) -> Timings:
-    """Seconds per ``plugin.process`` call on ``(1, channels, n_in)`` blocks on ``device``."""
+def time_plugin(plugin: LoadedPlugin, n_in: int, count: int, warmup: int) -> Timings:
+    """Seconds per ``plugin.process`` call on ``(1, channels, n_in)`` CPU blocks (a plugin staged
+    on a device by :func:`~realtime.accel.on_device` copies them there and back inside the call)."""
     ch = plugin.info.channels
     blocks = [torch.from_numpy(b.T.copy())[None] for b in noise_blocks(16, n_in, ch, seed=1)]
-    sync = None
-    if device == "cuda":
-        plugin.module.to(device)
-        blocks = [b.to(device) for b in blocks]
-        sync = torch.cuda.synchronize
     plugin.reset()
-    try:
-        return time_calls(plugin.process, blocks, count, warmup, sync)
-    finally:
-        if device == "cuda":
-            plugin.module.to("cpu")
+    return time_calls(plugin.process, blocks, count, warmup)
 
 
 def time_path(processor: Processor, count: int, warmup: int) -> Timings:
@@ -318,6 +304,10 @@ class LatencySettings:
     count: int = 2000  # timed blocks per cell
     warmup: int = 200  # untimed blocks per cell
     live_seconds: float = 1.5  # engine run per cell and mode (at least MIN_LIVE_BLOCKS blocks)
+    graphs: list[bool] = field(default_factory=lambda: [True])  # per device-staged plugin (CUDA)
+    streams: list[int] = field(default_factory=list)  # batched stream counts to time
+    sweep: bool = False  # search the largest stream count within the block budget
+    stream_ticks: int = 300  # timed ticks per stream count
 
     def check(self) -> None:
         """Raise :class:`BenchError` for an impossible grid."""
@@ -332,6 +322,12 @@ class LatencySettings:
             raise BenchError(f"--threads needs positive integers, got {self.threads}")
         if self.count < 10 or self.warmup < 0:
             raise BenchError("--blocks-count must be >= 10 and --warmup >= 0")
+        if not self.graphs:
+            raise BenchError("--graphs needs on, off or on,off")
+        if self.streams and min(self.streams) <= 0:
+            raise BenchError(f"--streams needs positive integers, got {self.streams}")
+        if self.stream_ticks < 10:
+            raise BenchError("--stream-ticks must be >= 10")
 
 
 def _cell_plugins(
@@ -344,13 +340,32 @@ def _cell_plugins(
     return cell
 
 
+def _staged(
+    name: str, role: str, plugin: LoadedPlugin, n_in: int, s: LatencySettings
+) -> list[tuple[str, LoadedPlugin, dict[str, Any]]]:
+    """(row name, plugin, row fields) for each form ``plugin`` is measured in: as loaded, on the
+    CPU; on a CUDA ``s.device``, staged by :func:`~realtime.accel.on_device` for ``n_in``-sample
+    blocks once per graphs setting (named ``name@cuda``, ``name@cuda-plain`` without graphs).
+    The host identity and the DSP reference always run on the CPU."""
+    if s.device == "cpu" or role != "plugin":
+        return [(name, plugin, {"device": "cpu"})]
+    forms = []
+    for graphs in s.graphs:
+        staged = on_device(plugin, s.device, block=n_in, graphs=graphs)
+        fields = {"device": s.device, "graph_status": staged.module.graph_status}
+        forms.append((f"{name}@{s.device}{'' if graphs else '-plain'}", staged, fields))
+    return forms
+
+
 def run_latency(
     specs: Sequence[str | Any], settings: LatencySettings, progress: bool = True
 ) -> dict[str, Any]:
-    """Measure every plugin of ``specs`` (plus the identity and the reference) over the grid.
+    """Measure every plugin of ``specs`` (plus the identity and the reference) over the grid,
+    and with ``settings.streams`` / ``sweep`` the batched streams of each plugin that can.
 
     Returns the report dict: ``machine``, ``settings``, ``load`` (the whole run), ``rows``
-    (one per plugin × rate × block × threads; raw path times under ``_times`` for the plots).
+    (one per plugin form × rate × block × threads; raw path times under ``_times`` for the
+    plots) and ``streams`` (:func:`~bench.streams.stream_rows`, empty unless asked).
     """
     settings.check()
     loaded: dict[str, LoadedPlugin] = {}
@@ -359,14 +374,45 @@ def run_latency(
         loaded.setdefault(plugin.info.name, plugin)
     machine = machine_facts(settings.device)
     cells = [(r, b, t) for r in settings.rates for b in settings.blocks for t in settings.threads]
+    batched = [n for n in loaded if n != REFERENCE] if settings.streams or settings.sweep else []
+    graphs = settings.graphs if settings.device != "cpu" else [False]
+    n_stream_rows = len(batched) * len(settings.rates) * len(settings.blocks) * len(graphs)
+    bar = tqdm(
+        total=len(cells) * (len(loaded) + 1) + n_stream_rows,
+        desc="latency",
+        disable=not progress,
+    )
     rows: list[dict[str, Any]] = []
-    bar = tqdm(total=len(cells) * (len(loaded) + 1), desc="latency", disable=not progress)
+    streams: list[dict[str, Any]] = []
     with LoadSampler() as whole:
         for rate, block, threads in cells:
+            torch.set_num_threads(threads)
             for name, role, plugin in _cell_plugins(loaded, rate):
                 bar.set_postfix_str(f"{name} {rate} Hz b{block} t{threads}")
-                rows.append(_measure_cell(name, role, plugin, rate, block, threads, settings))
+                n_in = plugin_block(plugin.info, block, rate)
+                for label, form, fields in _staged(name, role, plugin, n_in, settings):
+                    cell = (rate, block, threads, n_in)
+                    rows.append(_measure_cell(label, role, form, cell, fields, settings))
                 bar.update()
+        torch.set_num_threads(settings.threads[0])
+        for name in batched:
+            plugin = loaded[name]
+            grid = [
+                (r, b, plugin_block(plugin.info, b, r))
+                for r in settings.rates
+                for b in settings.blocks
+            ]
+            streams += stream_rows(
+                name,
+                plugin,
+                grid,
+                settings.device,
+                graphs,
+                settings.streams,
+                settings.sweep,
+                settings.stream_ticks,
+                bar,
+            )
     bar.close()
     _add_reference_ratios(rows)
     return {
@@ -375,6 +421,7 @@ def run_latency(
         "settings": asdict(settings),
         "load": whole.summary(),
         "rows": rows,
+        "streams": streams,
     }
 
 
@@ -382,43 +429,39 @@ def _measure_cell(
     name: str,
     role: str,
     plugin: LoadedPlugin,
-    rate: int,
-    block: int,
-    threads: int,
+    cell: tuple[int, int, int, int],
+    fields: dict[str, Any],
     s: LatencySettings,
 ) -> dict[str, Any]:
-    torch.set_num_threads(threads)
+    """One row: ``plugin`` timed alone and on the host path for one (device rate Hz, device
+    block, threads, plugin input samples per block) ``cell``, then run live per engine mode."""
+    rate, block, threads, n_in = cell
     info = plugin.info
-    n_in = plugin_block(info, block, rate)
     row: dict[str, Any] = {
         "plugin": name,
         "role": role,
         "rate": rate,
         "block": block,
         "threads": threads,
-        "device": s.device,
+        **fields,
         "plugin_rate_in": info.sample_rate_in,
         "plugin_block_in": n_in,
     }
     with LoadSampler() as load:
-        plugin_t = time_plugin(plugin, n_in, s.count, s.warmup, s.device)
+        plugin_t = time_plugin(plugin, n_in, s.count, s.warmup)
         row["plugin_ms"] = summarize(plugin_t.wall)
         row["plugin_cpu_ms"] = summarize(plugin_t.cpu)
-        if s.device == "cpu":  # the host path has no CUDA stage yet (issue 5)
-            processor = Processor(Chain([plugin]), rate_in=rate, rate_out=rate, block=block)
-            path_t = time_path(processor, s.count, s.warmup)
-            row["path_ms"] = summarize(path_t.wall)
-            row["path_cpu_ms"] = summarize(path_t.cpu)
-            row["host_us_p50"] = 1e3 * (row["path_ms"]["p50"] - row["plugin_ms"]["p50"])
-            row["host_cpu_us_p50"] = 1e3 * (row["path_cpu_ms"]["p50"] - row["plugin_cpu_ms"]["p50"])
-            row["budget"] = budget_figures(path_t.wall, block, rate)
-            row["latency_samples"] = processor.latency.total
-            n_live = max(MIN_LIVE_BLOCKS, round(s.live_seconds * rate / block))
-            row["live"] = {m: live_run(processor, m, n_live, threads) for m in s.modes}
-            row["_times"] = path_t.wall
-        else:
-            row["budget"] = budget_figures(plugin_t.wall, block, rate)
-            row["_times"] = plugin_t.wall
+        processor = Processor(Chain([plugin]), rate_in=rate, rate_out=rate, block=block)
+        path_t = time_path(processor, s.count, s.warmup)
+        row["path_ms"] = summarize(path_t.wall)
+        row["path_cpu_ms"] = summarize(path_t.cpu)
+        row["host_us_p50"] = 1e3 * (row["path_ms"]["p50"] - row["plugin_ms"]["p50"])
+        row["host_cpu_us_p50"] = 1e3 * (row["path_cpu_ms"]["p50"] - row["plugin_cpu_ms"]["p50"])
+        row["budget"] = budget_figures(path_t.wall, block, rate)
+        row["latency_samples"] = processor.latency.total
+        n_live = max(MIN_LIVE_BLOCKS, round(s.live_seconds * rate / block))
+        row["live"] = {m: live_run(processor, m, n_live, threads) for m in s.modes}
+        row["_times"] = path_t.wall
     row["load"] = load.summary()
     return row
 

@@ -113,7 +113,49 @@ def latency_markdown(report: dict[str, Any]) -> str:
             f"{_f(r.get('vs_reference_p50'), 2)} | " + " | ".join(miss) + f" | "
             f"{100 * r['load'].get('other_mean', float('nan')):.0f} % |"
         )
+    staged = {r["plugin"]: r["graph_status"] for r in report["rows"] if "graph_status" in r}
+    if staged:
+        lines += ["", "Plugins on the device (times include the copies to it and back):", ""]
+        lines += [f"- `{name}`: {status}" for name, status in staged.items()]
+    if report.get("streams"):
+        lines += ["", *streams_markdown(report["streams"])]
     return "\n".join(lines) + "\n"
+
+
+def streams_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The batched-streams table (one line per stream count) and each sweep's result."""
+    lines = [
+        "Batched streams: one tick runs every stream's block (input written, copies, step, "
+        "output on the host); `budget`: one block's duration; `per stream`: tick p50 / N.",
+        "",
+        "| plugin | device | rate | block | block in | graphs | N | tick p50 | tick p99 "
+        "| tick max | budget | per stream µs | within budget |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for row in rows:
+        if "skipped" in row:
+            notes.append(f"- `{row['plugin']}`: skipped: {row['skipped']}")
+            continue
+        for r in row["counts"]:
+            lines.append(
+                f"| {row['plugin']} | {row['device']} | {row['rate']} | {row['block']} | "
+                f"{row['block_in']} | {'yes' if r['graphs'] else 'no'} | {r['n_streams']} | "
+                f"{_f(r['p50_ms'])} | {_f(r['p99_ms'])} | {_f(r['max_ms'])} | "
+                f"{r['budget_ms']:.2f} | {_f(r['per_stream_us'], 2)} | "
+                f"{'yes' if r['within_budget'] else 'no'} |"
+            )
+        graphs = "on" if row["graphs_asked"] else "off"
+        where = f"`{row['plugin']}` {row['rate']} Hz block {row['block']}, graphs {graphs}"
+        if "out_of_memory_at" in row:
+            notes.append(f"- {where}: out of device memory at {row['out_of_memory_at']} streams")
+        if "sweep" in row:
+            sw = row["sweep"]
+            notes.append(
+                f"- {where}: at most **{sw['max_streams']}** streams within budget "
+                f"({sw['stopped']})"
+            )
+    return lines + (["", *notes] if notes else [])
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
@@ -203,7 +245,41 @@ def write_latency(report: dict[str, Any], out: Path) -> list[Path]:
     for t in report["settings"]["threads"]:
         files.append(plot_cdfs(report, out / f"latency-cdf-t{t}.png", t))
         files.append(plot_block_times(report, out / f"block-time-t{t}.png", t))
+    if any(r.get("counts") for r in report.get("streams", [])):
+        files.append(plot_streams(report, out / "streams.png"))
     return files
+
+
+def plot_streams(report: dict[str, Any], path: Path) -> Path:
+    """Tick time p50 (dots) and p99 (line) against the stream count (the counts asked for and the
+    sweep's), one panel per device rate × block, graphs solid and plain dashed, with the budget."""
+    rows = [r for r in report["streams"] if r.get("counts")]
+    panels = list(dict.fromkeys((r["rate"], r["block"]) for r in rows))
+    plugins = list(dict.fromkeys(r["plugin"] for r in rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    for ax, (rate, block) in zip(axes[0], panels, strict=True):
+        ax.axhline(1e3 * block / rate, color="k", lw=1.2, label="budget")
+        for r in rows:
+            if (r["rate"], r["block"]) != (rate, block):
+                continue
+            runs = {c["n_streams"]: c for c in r["counts"] + r.get("sweep", {}).get("runs", [])}
+            n = sorted(runs)
+            color = f"C{plugins.index(r['plugin'])}"
+            kind = "graphs" if r["graphs_asked"] else "plain"
+            style = "-" if r["graphs_asked"] else "--"
+            ax.plot(n, [runs[k]["p99_ms"] for k in n], style, color=color, lw=1,
+                    label=f"{r['plugin']} {kind} p99")  # fmt: skip
+            ax.plot(n, [runs[k]["p50_ms"] for k in n], "o", color=color, ms=2.5)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"{rate} Hz, block {block}", fontsize=9)
+        ax.set_xlabel("streams per tick", fontsize=8)
+        ax.set_ylabel("tick time (ms)", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3, which="both")
+    axes[0][-1].legend(fontsize=6)
+    fig.suptitle(f"{report['machine']['kind']}: batched streams; dots: p50", fontsize=9)
+    return _save(fig, path)
 
 
 def e2e_markdown(report: dict[str, Any]) -> str:

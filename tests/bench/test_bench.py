@@ -141,6 +141,54 @@ def test_latency_cli_writes_json_markdown_and_plots(tmp_path):
     assert "| identity | 16000 | 256 |" in (tmp_path / "latency.md").read_text()
 
 
+def test_latency_cli_times_batched_streams_and_finds_the_largest_count(tmp_path):
+    argv = [
+        "latency", "--plugin", "bwe-8k-16k", "--rates", "16000", "--blocks", "160",
+        "--threads", "1", "--modes", "inline", "--blocks-count", "20", "--warmup", "2",
+        "--live-seconds", "0.1", "--streams", "1,3", "--stream-ticks", "10", "--sweep",
+        "--out", str(tmp_path), "--quiet",
+    ]  # fmt: skip
+    assert bench_main(argv) == 0
+    rep = json.loads((tmp_path / "latency.json").read_text())
+    (row,) = rep["streams"]  # the reference resampler is not batched
+    assert (row["plugin"], row["block"], row["block_in"]) == ("bwe-8k-16k", 160, 80)
+    assert [r["n_streams"] for r in row["counts"]] == [1, 3]
+    for r in row["counts"]:
+        assert r["budget_ms"] == pytest.approx(10.0) and not r["graphs"]
+        assert r["per_stream_us"] == pytest.approx(1e3 * r["p50_ms"] / r["n_streams"])
+    sweep = row["sweep"]
+    fits = [r["n_streams"] for r in sweep["runs"] if r["within_budget"]]
+    assert sweep["max_streams"] == max(fits, default=0) >= 1
+    md = (tmp_path / "latency.md").read_text()
+    assert "| bwe-8k-16k | cpu | 16000 | 160 | 80 | no | 3 |" in md
+    assert f"at most **{sweep['max_streams']}** streams" in md
+    assert (tmp_path / "streams.png").stat().st_size > 0
+
+
+def test_latency_cli_refuses_a_bad_graphs_switch(capsys):
+    with pytest.raises(SystemExit):
+        bench_main(["latency", "--graphs", "maybe"])
+    assert "expected on, off or on,off" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_latency_cli_on_cuda_times_graphed_and_plain_forms_and_streams(tmp_path):
+    argv = [
+        "latency", "--device", "cuda", "--graphs", "on,off", "--plugin", "bwe-8k-16k",
+        "--rates", "16000", "--blocks", "160", "--threads", "1", "--modes", "threaded",
+        "--blocks-count", "50", "--warmup", "5", "--live-seconds", "0.2",
+        "--streams", "1,8", "--stream-ticks", "20", "--out", str(tmp_path), "--quiet",
+    ]  # fmt: skip
+    assert bench_main(argv) == 0
+    rep = json.loads((tmp_path / "latency.json").read_text())
+    staged = {r["plugin"]: r for r in rep["rows"] if r["device"] == "cuda"}
+    assert set(staged) == {"bwe-8k-16k@cuda", "bwe-8k-16k@cuda-plain"}
+    assert staged["bwe-8k-16k@cuda"]["graph_status"].startswith("CUDA graph replay")
+    assert "turned off" in staged["bwe-8k-16k@cuda-plain"]["graph_status"]
+    assert [row["graphs_asked"] for row in rep["streams"]] == [True, False]
+    assert [r["graphs"] for r in rep["streams"][0]["counts"]] == [True, True]
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA present: the refusal cannot show")
 def test_cuda_without_a_gpu_is_a_one_line_error(capsys):
     assert bench_main(["latency", "--device", "cuda", "--quiet"]) == 2
