@@ -206,6 +206,17 @@ def plot_cdfs(report: dict[str, Any], path: Path, threads: int = 1) -> Path:
     return _save(fig, path)
 
 
+def _log_axes(ax: plt.Axes, title: str, xlabel: str, per: str) -> None:
+    """A time panel: log2 x axis labelled ``xlabel``, log time axis "time ``per`` (ms)"."""
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(f"time {per} (ms)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.grid(alpha=0.3, which="both")
+
+
 def plot_block_times(report: dict[str, Any], path: Path, threads: int = 1) -> Path:
     """Path time p50 (line) and p99 (dashed) against block size, with the budget line."""
     rows = [r for r in report["rows"] if r["threads"] == threads]
@@ -224,13 +235,7 @@ def plot_block_times(report: dict[str, Any], path: Path, threads: int = 1) -> Pa
             bs = [r["block"] for r in sel]
             ax.plot(bs, [s["p50"] for s in stats], "o-", color=f"C{i}", ms=3, label=f"{p} p50")
             ax.plot(bs, [s["p99"] for s in stats], "--", color=f"C{i}", lw=1, label=f"{p} p99")
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_title(f"{rate} Hz, {threads} thread(s)", fontsize=9)
-        ax.set_xlabel("device block (samples)", fontsize=8)
-        ax.set_ylabel("time per block (ms)", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3, which="both")
+        _log_axes(ax, f"{rate} Hz, {threads} thread(s)", "device block (samples)", "per block")
     axes[0][-1].legend(fontsize=6)
     return _save(fig, path)
 
@@ -270,13 +275,7 @@ def plot_streams(report: dict[str, Any], path: Path) -> Path:
             ax.plot(n, [runs[k]["p99_ms"] for k in n], style, color=color, lw=1,
                     label=f"{r['plugin']} {kind} p99")  # fmt: skip
             ax.plot(n, [runs[k]["p50_ms"] for k in n], "o", color=color, ms=2.5)
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_title(f"{rate} Hz, block {block}", fontsize=9)
-        ax.set_xlabel("streams per tick", fontsize=8)
-        ax.set_ylabel("tick time (ms)", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.grid(alpha=0.3, which="both")
+        _log_axes(ax, f"{rate} Hz, block {block}", "streams per tick", "per tick")
     axes[0][-1].legend(fontsize=6)
     fig.suptitle(f"{report['machine']['kind']}: batched streams; dots: p50", fontsize=9)
     return _save(fig, path)
