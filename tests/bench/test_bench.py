@@ -4,11 +4,13 @@ compare-mode ratios, the CUDA refusal, and (live) end-to-end latency = declared 
 from __future__ import annotations
 
 import json
+from unittest.mock import ANY
 
 import numpy as np
 import pytest
 import torch
 from plugins import Gain, Slow
+from tqdm import tqdm
 
 from bench.cli import main as bench_main
 from bench.compare import bootstrap_ratio, compare_plugins
@@ -21,6 +23,8 @@ from bench.latency import (
     time_plugin,
 )
 from bench.quality import run_quality
+from bench.report import streams_markdown
+from bench.streams import stream_rows
 from realtime.chain import Chain
 from realtime.contract import PluginInfo
 from realtime.loader import LoadedPlugin
@@ -163,6 +167,16 @@ def test_latency_cli_times_batched_streams_and_finds_the_largest_count(tmp_path)
     assert "| bwe-8k-16k | cpu | 16000 | 160 | 80 | no | 3 |" in md
     assert f"at most **{sweep['max_streams']}** streams" in md
     assert (tmp_path / "streams.png").stat().st_size > 0
+
+
+def test_a_plugin_that_cannot_batch_streams_is_skipped_with_its_reason():
+    module = Gain(RATE)
+    plugin = LoadedPlugin(module, PluginInfo.read(module, "gain"))
+    with tqdm(disable=True) as bar:
+        rows = stream_rows("gain", plugin, [(RATE, 160, 160)], "cpu", [False], [1], True, 10, bar)
+    assert rows == [{"plugin": "gain", "skipped": ANY}]
+    assert "reset_rows" in rows[0]["skipped"]
+    assert "- `gain`: skipped: no reset_rows()" in "\n".join(streams_markdown(rows))
 
 
 def test_latency_cli_refuses_a_bad_graphs_switch(capsys):
