@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU figures of issue 5 (realtime/GPU.md): CUDA tests, the latency benchmark on the device,
-# CUDA = CPU on the shipped plugins.
+# CUDA = CPU on the shipped plugins, and where one block's time goes (kernels per step).
 #
 #   bash scripts/gpu-bench.sh wheels         where pip reaches PyPI: download the wheels the GPU
 #                                            image lacks (PyWavelets, soxr, soundfile and its
@@ -62,6 +62,7 @@ print(re.sub('[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-')
     step 240 latency-8k-16k "${bench[@]}" --plugin bwe-8k-16k --rates 16000 --blocks 160 \
         --streams 1,16,128,1024,4096 --out "$OUTDIR/latency-8k-16k"
     step 120 cuda-equals-cpu "$PY" scripts/gpu_equal.py "$OUTDIR/cuda-equals-cpu.json"
+    step 90 kernels "$PY" scripts/gpu_profile.py "$OUTDIR/kernels.json"
     echo "gpu-bench: results in $OUTDIR (status $STATUS)"
     return "$STATUS"
 }
