@@ -199,6 +199,8 @@ def build_chain(
         moved = []
         for p in plugins:
             moved.append(on_device(p, device, block=int(scale * p.info.sample_rate_in)))
+            status = moved[-1].module.graph_status  # graph replay, or why plain launches
+            print(f"wavehost: note: plugin {p.info.name} on {device}: {status}", file=sys.stderr)
         plugins = moved
     return Chain(plugins)
 

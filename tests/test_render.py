@@ -141,6 +141,19 @@ def test_cli_bad_inputs_one_line_each(tmp_path, tone8k, capsys):
     assert not (tmp_path / "o.wav").exists()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (none here)")
+def test_render_on_cuda_reports_the_graph_and_equals_the_cpu(tmp_path, tone8k, capsys):
+    src, _ = tone8k
+    outs = {}
+    for device in ("cpu", "cuda"):
+        outs[device] = tmp_path / f"{device}.wav"
+        args = ["render", str(src), str(outs[device]), "--plugin", "bwe-8k-16k", "--quiet"]
+        assert main([*args, "--device", device]) == 0
+    assert "plugin bwe-8k-16k on cuda: CUDA graph replay" in capsys.readouterr().err
+    y_cpu, y_cuda = (sf.read(outs[d], dtype="float32")[0] for d in ("cpu", "cuda"))
+    assert y_cpu.shape == y_cuda.shape and np.max(np.abs(y_cpu - y_cuda)) <= 1e-4
+
+
 def test_installed_command_reports_without_traceback(tmp_path):
     proc = subprocess.run(
         [
