@@ -14,7 +14,8 @@
 #
 # `run` needs only python3 with torch (CUDA), numpy, numba, hypothesis, pytest, tqdm, psutil and
 # matplotlib, the repo and the wheels. It installs nothing from the network; the project goes to
-# /tmp without dependencies, for its entry points (the code runs from the repo: PYTHONPATH). Each step has its own time limit, so a hang costs one step.
+# /tmp without dependencies, for its entry points (the code runs from the repo: PYTHONPATH).
+# Each step has its own time limit, so a hang costs one step.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
