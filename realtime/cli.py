@@ -32,6 +32,11 @@ EXIT_REPAIRED = 3  # the job completed, but input or plugin faults were repaired
 EXIT_STREAM_FAILED = 4  # the live stream ended on its own (device vanished, server gone)
 
 
+def callback_rt_priority(worker: int) -> int:
+    """SCHED_FIFO priority `wavehost run` gives the audio callback: above its worker's."""
+    return min(99, worker + 5)
+
+
 class UsageError(Exception):
     """Bad command-line input; one line for the user."""
 
@@ -311,7 +316,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         # threads inherit their creator's policy: the backend's own threads (PortAudio's,
         # libpulse's mainloop that feeds the server) are created while opening the stream
         go_realtime(args.rt_priority)  # best effort: each thread reports its own outcome
-        os.environ["WAVEHOST_RT_PRIORITY"] = str(min(99, args.rt_priority + 5))
+        os.environ["WAVEHOST_RT_PRIORITY"] = str(callback_rt_priority(args.rt_priority))
     try:
         stream = open_duplex(
             engine.callback,

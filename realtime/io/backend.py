@@ -188,6 +188,7 @@ class CallbackGuard:
         "callback_errors",
         "first_block_time",
         "first_error",
+        "first_xrun_block",
         "frames",
         "last_block_time",
         "longest_gap_s",
@@ -206,6 +207,9 @@ class CallbackGuard:
         """SCHED_FIFO priority the audio thread got on its first block (0: normal scheduling)."""
         self.rt_error: str | None = None
         self.xruns: dict[str, int] = {name: 0 for name in XRUN_NAMES.values()}
+        self.first_xrun_block = -1
+        """Index of the first callback that carried an xrun flag (-1: none yet): tells an xrun
+        while the stream starts from a stall in steady state."""
         self.callback_errors = 0
         self.first_error: str | None = None
         self.blocks = 0
@@ -227,6 +231,8 @@ class CallbackGuard:
         self.blocks += 1
         self.frames += outdata.shape[0]
         if status:
+            if self.first_xrun_block < 0:
+                self.first_xrun_block = self.blocks - 1
             xr = self.xruns
             if status & XRUN_INPUT_UNDERFLOW:
                 xr["input_underflow"] += 1
@@ -320,6 +326,11 @@ class _GuardedStream:
     @property
     def xruns(self) -> dict[str, int]:
         return self._guard.xruns
+
+    @property
+    def first_xrun_block(self) -> int:
+        """Index of the first callback that carried an xrun flag (-1: none)."""
+        return self._guard.first_xrun_block
 
     @property
     def callback_errors(self) -> int:

@@ -3,6 +3,11 @@
 The system-audio path: a separate process (paplay) plays a known signal into sink ``call``; a
 duplex stream captures ``call``'s monitor and copies it to sink ``listener``; a second process
 (parecord) records ``listener``'s monitor. Content, lag, xruns and callback timing are checked.
+
+The tests that count xruns run the audio thread as ``wavehost run`` does by default (SCHED_FIFO
+above normal processes, below PipeWire's data threads, where the machine allows it): under normal
+scheduling a 2-core VM now and then held it up longer than 48 kHz's 13-16 ms of device buffering
+(two CI runs in December 2026: one output under-run each, the signal itself intact).
 """
 
 from __future__ import annotations
@@ -16,14 +21,17 @@ import textwrap
 import threading
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from audio import aligned_correlation, known_signal, pw_play, sink_probe, sink_to_sink
+from stall import measured_fairly
 
 from bench.e2e import parse_exports
+from realtime.cli import RT_PRIORITY, callback_rt_priority
 from realtime.io import (
     XRUN_NAMES,
     DeviceError,
@@ -31,7 +39,14 @@ from realtime.io import (
     list_devices,
     open_duplex,
 )
-from realtime.io.backend import LATENCY_READINGS, LatencyReadings, StreamInfo
+from realtime.io.backend import (
+    LATENCY_READINGS,
+    XRUN_INPUT_OVERFLOW,
+    XRUN_OUTPUT_UNDERFLOW,
+    CallbackGuard,
+    LatencyReadings,
+    StreamInfo,
+)
 from realtime.rt import gc_freeze
 
 BLOCK = 256
@@ -39,6 +54,15 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 # -- helpers --------------------------------------------------------------------------------------
+@pytest.fixture
+def run_scheduling(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Streams opened in the test give their audio thread the SCHED_FIFO priority `wavehost run`
+    gives it by default; returns that priority."""
+    prio = callback_rt_priority(RT_PRIORITY)
+    monkeypatch.setenv("WAVEHOST_RT_PRIORITY", str(prio))
+    return prio
+
+
 class Recorder:
     """``parecord`` of a source to a raw float32 mono file, in a separate process."""
 
@@ -86,7 +110,9 @@ def copy_callback(indata: np.ndarray, outdata: np.ndarray, status: int) -> None:
 
 
 def assert_no_xruns(stream) -> None:
-    assert sum(stream.xruns.values()) == 0, f"xruns: {stream.xruns}"
+    assert sum(stream.xruns.values()) == 0, (
+        f"xruns: {stream.xruns}, the first in callback {stream.first_xrun_block} of {stream.blocks}"
+    )
     assert stream.callback_errors == 0, stream.first_error
 
 
@@ -106,65 +132,72 @@ def assert_on_time(stream, elapsed: float, rate: int) -> None:
 @pytest.mark.live
 @pytest.mark.parametrize("rate", [16000, 48000])
 @pytest.mark.parametrize("backend", ["sounddevice", "pyaudio", "pulse"])
-def test_monitor_to_sink_loopback(audio_server, tmp_path, backend: str, rate: int) -> None:
+def test_monitor_to_sink_loopback(
+    audio_server, run_scheduling, tmp_path, backend: str, rate: int
+) -> None:
     audio_server.force_rate(rate)
     x = known_signal(rate, 1.5)
     wav = tmp_path / "known.wav"
     sf.write(wav, x, rate, subtype="FLOAT")
 
-    stream = open_duplex(
-        copy_callback,
-        backend=backend,
-        samplerate=rate,
-        blocksize=BLOCK,
-        monitor=audio_server.call,
-        sink=audio_server.listener,
-    )
-    assert stream.info.samplerate == rate and stream.info.blocksize == BLOCK
-    assert stream.info.backend == backend
-    assert stream.info.input_latency_s >= 0 and stream.info.output_latency_s > 0
-    rec = Recorder(f"{audio_server.listener}.monitor", rate, tmp_path / "listener.raw")
-    # What really entered sink `call`: tells a glitch of the player (or of the graph) from one
-    # of the stream under test when the assertion fails.
-    ref_rec = Recorder(f"{audio_server.call}.monitor", rate, tmp_path / "call.raw")
-    try:
-        t0 = time.perf_counter()
-        stream.start()
-        assert stream.active
-        time.sleep(0.3)
-        play(audio_server.call, wav)
-        time.sleep(0.4)
-        elapsed = time.perf_counter() - t0
-        aborted = stream.failed
-        stream.stop()
-    finally:
-        y = rec.stop()
-        ref = ref_rec.stop()
-        stream.close()
-    assert not aborted, f"{backend} ended the stream after {stream.blocks} callbacks"
-    lag, overall, worst, exact = aligned_correlation(y, x)
-    _, ref_overall, ref_worst, ref_exact = aligned_correlation(ref, x)
-    print(
-        f"\n{backend} {rate} Hz: signal at {lag} samples into the listener recording, "
-        f"corr {overall:.6f} "
-        f"(worst window {worst:.4f}), bit-exact {exact}, callbacks {stream.blocks} at "
-        f"{stream.callback_rate:.2f}/s (nominal {rate / BLOCK:.2f}), xruns {stream.xruns}, "
-        f"latency in/out {stream.info.input_latency_s * 1e3:.1f}/"
-        f"{stream.info.output_latency_s * 1e3:.1f} ms, rt priority {stream.rt_priority}"
-    )
-    where = (
-        f"the signal in sink '{audio_server.call}' itself was already damaged "
-        f"(corr {ref_overall:.4f}, worst window {ref_worst:.4f}): the player or the graph "
-        "glitched (machine overloaded?), not the stream under test"
-        if ref_worst < 0.99
-        else f"sink '{audio_server.call}' got it intact (bit-exact {ref_exact}): "
-        "the stream under test damaged it"
-    )
-    assert overall >= 0.99, f"correlation {overall:.4f} after lag alignment ({lag}); {where}"
-    assert worst >= 0.99, f"worst 50 ms window correlation {worst:.4f}; {where}"
-    assert_no_xruns(stream)
-    assert_on_time(stream, elapsed, rate)
-    assert not stream.active
+    def run(attempt: int) -> tuple[Callable[[], None], str | None]:
+        stream = open_duplex(
+            copy_callback,
+            backend=backend,
+            samplerate=rate,
+            blocksize=BLOCK,
+            monitor=audio_server.call,
+            sink=audio_server.listener,
+        )
+        assert stream.info.samplerate == rate and stream.info.blocksize == BLOCK
+        assert stream.info.backend == backend
+        assert stream.info.input_latency_s >= 0 and stream.info.output_latency_s > 0
+        out = tmp_path / f"listener{attempt}.raw"
+        rec = Recorder(f"{audio_server.listener}.monitor", rate, out)
+        # What really entered sink `call`: tells a glitch of the player (or of the graph) from
+        # one of the stream under test.
+        ref_rec = Recorder(f"{audio_server.call}.monitor", rate, tmp_path / f"call{attempt}.raw")
+        try:
+            t0 = time.perf_counter()
+            stream.start()
+            assert stream.active
+            time.sleep(0.3)
+            play(audio_server.call, wav)
+            time.sleep(0.4)
+            elapsed = time.perf_counter() - t0
+            aborted = stream.failed
+            stream.stop()
+        finally:
+            y = rec.stop()
+            ref = ref_rec.stop()
+            stream.close()
+        _, ref_overall, ref_worst, _ = aligned_correlation(ref, x)
+        upstream = (
+            f"the signal in sink '{audio_server.call}' was already damaged (corr "
+            f"{ref_overall:.4f}, worst window {ref_worst:.4f}): the player or the graph glitched"
+            if ref_worst < 0.99
+            else None
+        )
+        return lambda: check(stream, y, elapsed, aborted), upstream
+
+    def check(stream, y: np.ndarray, elapsed: float, aborted: bool) -> None:
+        assert not aborted, f"{backend} ended the stream after {stream.blocks} callbacks"
+        lag, overall, worst, exact = aligned_correlation(y, x)
+        print(
+            f"\n{backend} {rate} Hz: signal at {lag} samples into the listener recording, "
+            f"corr {overall:.6f} (worst window {worst:.4f}), bit-exact {exact}, callbacks "
+            f"{stream.blocks} at {stream.callback_rate:.2f}/s (nominal {rate / BLOCK:.2f}), "
+            f"xruns {stream.xruns}, latency in/out {stream.info.input_latency_s * 1e3:.1f}/"
+            f"{stream.info.output_latency_s * 1e3:.1f} ms, rt priority {stream.rt_priority}"
+        )
+        assert overall >= 0.99, f"correlation {overall:.4f} after lag alignment ({lag})"
+        assert worst >= 0.99, f"worst 50 ms window correlation {worst:.4f}"
+        assert stream.rt_priority == run_scheduling or stream.rt_error  # unprivileged: why not
+        assert_no_xruns(stream)
+        assert_on_time(stream, elapsed, rate)
+        assert not stream.active
+
+    measured_fairly(run, BLOCK / rate)
 
 
 def round_trip(audio_server, backend: str, rate: int) -> tuple[int, float, float, bool, object]:
@@ -212,18 +245,19 @@ def round_trip(audio_server, backend: str, rate: int) -> tuple[int, float, float
 @pytest.mark.parametrize("rate", [16000, 48000])
 @pytest.mark.parametrize("backend", ["sounddevice", "pyaudio", "pulse"])
 def test_round_trip_lag_is_constant_and_bounded(
-    audio_server, tmp_path, backend: str, rate: int
+    audio_server, run_scheduling, tmp_path, backend: str, rate: int
 ) -> None:
     """The signal comes back bit-exact after a fixed lag (the round-trip latency in samples).
 
     A second signal, played into ``call`` by paplay and recorded from its monitor while the
     stream runs, watches the graph itself: a run that fails while that one was damaged too (the
-    shared VM held the whole graph up) is measured again, up to 3 runs."""
+    shared VM held the whole graph up), or while the machine stalled, is measured again."""
     audio_server.force_rate(rate)
     canary_wav = tmp_path / "canary.wav"
     canary = known_signal(rate, 1.2, seed=2)
     sf.write(canary_wav, canary, rate, subtype="FLOAT")
-    for attempt in range(1, 4):
+
+    def run(attempt: int) -> tuple[Callable[[], None], str | None]:
         watch = Recorder(f"{audio_server.call}.monitor", rate, tmp_path / f"canary{attempt}.raw")
         time.sleep(0.2)  # the recorder connected before the player starts
         player = subprocess.Popen(
@@ -231,37 +265,38 @@ def test_round_trip_lag_is_constant_and_bounded(
             stderr=subprocess.PIPE,
         )
         try:
-            lag, overall, worst, exact, stream = round_trip(audio_server, backend, rate)
+            measured = round_trip(audio_server, backend, rate)
         finally:
             player.wait(timeout=30)
             heard = watch.stop()
         graph_ok = len(heard) > len(canary) and aligned_correlation(heard, canary)[2] >= 0.99
-        if (overall >= 0.99 and worst >= 0.99) or graph_ok or attempt == 3:
-            break
+        upstream = None if graph_ok else "the graph damaged paplay's signal too"
+        return lambda: check(*measured), upstream
+
+    def check(lag: int, overall: float, worst: float, exact: bool, stream) -> None:
+        reported = round((stream.info.input_latency_s + stream.info.output_latency_s) * rate)
         print(
-            f"\nrun {attempt}: worst window {worst:.3f} while the graph damaged paplay's signal too"
+            f"\n{backend} round trip at {rate} Hz: lag {lag} samples ({lag / rate * 1e3:.1f} "
+            f"ms), reported in+out latency {reported} samples, corr {overall:.6f}, bit-exact "
+            f"{exact}, xruns {stream.xruns}"
         )
-    reported = round((stream.info.input_latency_s + stream.info.output_latency_s) * rate)
-    print(
-        f"\n{backend} round trip at {rate} Hz: lag {lag} samples ({lag / rate * 1e3:.1f} ms), "
-        f"reported in+out latency {reported} samples, corr {overall:.6f}, bit-exact {exact}, "
-        f"xruns {stream.xruns}, graph undisturbed {graph_ok}"
-    )
-    assert overall >= 0.99 and worst >= 0.99
-    # PortAudio through PipeWire's ALSA plugin (the project's server's pcms), seen here: the lag
-    # equal to the reported one in 8 of 8 (512-1024 samples; through ALSA's pulse plugin before:
-    # 1024, sometimes 1280 or 1536, against a reported 1280). The pulse backend's figures come
-    # out about 1.6 blocks under the loop's lag (768-1280 against 357-856): a stream that
-    # captures its own output is a cycle in the graph, which PipeWire breaks by delaying one edge
-    # a quantum. The lag from sink to sink, which has no such cycle, is checked to one block in
-    # test_run.py.
-    bound = 3 * BLOCK if backend == "pulse" else BLOCK
-    assert abs(lag - reported) <= bound, f"lag {lag} vs reported {reported} samples"
-    assert_no_xruns(stream)
+        assert overall >= 0.99 and worst >= 0.99, (overall, worst)
+        # PortAudio through PipeWire's ALSA plugin (the project's server's pcms), seen here: the
+        # lag equal to the reported one in 8 of 8 (512-1024 samples; through ALSA's pulse plugin
+        # before: 1024, sometimes 1280 or 1536, against a reported 1280). The pulse backend's
+        # figures come out about 1.6 blocks under the loop's lag (768-1280 against 357-856): a
+        # stream that captures its own output is a cycle in the graph, which PipeWire breaks by
+        # delaying one edge a quantum. The lag from sink to sink, which has no such cycle, is
+        # checked to one block in test_run.py.
+        bound = 3 * BLOCK if backend == "pulse" else BLOCK
+        assert abs(lag - reported) <= bound, f"lag {lag} vs reported {reported} samples"
+        assert_no_xruns(stream)
+
+    measured_fairly(run, BLOCK / rate)
 
 
 @pytest.mark.live
-def test_hinted_pcms_selectable_by_name(audio_server, tmp_path) -> None:
+def test_hinted_pcms_selectable_by_name(audio_server, run_scheduling, tmp_path) -> None:
     """The server's ALSA pcms ``call_monitor``/``listener`` work as plain device names."""
     rate = 48000
     audio_server.force_rate(rate)
@@ -621,7 +656,7 @@ def test_audio_server_script_is_idempotent(audio_server) -> None:
 
 
 @pytest.mark.live
-def test_garbage_collection_while_streaming_causes_no_xrun(audio_server) -> None:
+def test_garbage_collection_while_streaming_causes_no_xrun(audio_server, run_scheduling) -> None:
     """A full collection holds the GIL that every callback needs: unfrozen, this heap's takes
     longer than the device buffers (checked below, so the test can fail), and used to under-run
     the stream once per collection."""
@@ -674,6 +709,22 @@ def test_latency_readings_report_their_medians() -> None:
     for i in range(5 * LATENCY_READINGS):
         many.add(0.010 if i < 4 * LATENCY_READINGS else 0.020, 0.030)
     assert many.apply(info).input_latency_s == 0.010
+
+
+def test_guard_counts_each_xrun_flag_and_remembers_the_first_block() -> None:
+    guard = CallbackGuard(copy_callback, rt_priority=0)
+    buf_in, buf_out = np.ones((BLOCK, 1), np.float32), np.zeros((BLOCK, 1), np.float32)
+    flags = [0, 0, 0, XRUN_OUTPUT_UNDERFLOW, 0, XRUN_OUTPUT_UNDERFLOW | XRUN_INPUT_OVERFLOW]
+    for i, flag in enumerate(flags):
+        guard(buf_in, buf_out, flag, float(i))
+    assert guard.first_xrun_block == 3 and guard.blocks == len(flags)
+    assert guard.xruns == {
+        "input_underflow": 0,
+        "input_overflow": 1,
+        "output_underflow": 2,
+        "output_overflow": 0,
+    }
+    assert np.array_equal(buf_out, buf_in)
 
 
 # -- file backend (no server needed) ------------------------------------------------------------
