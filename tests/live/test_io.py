@@ -540,15 +540,25 @@ def test_pulse_late_loop_keeps_its_lag(audio_server, tmp_path) -> None:
 @pytest.mark.live
 def test_pulse_loop_allocates_no_buffers(audio_server) -> None:
     """The pulse backend's audio thread allocates no block-sized buffer: over 1 s of running
-    (190 blocks at 48 kHz) traced memory grows by less than one block."""
+    (190 blocks at 48 kHz) traced memory grows by less than one block.
+
+    tracemalloc sees every thread: the monitor thread of tqdm (left by an earlier test's
+    progress bar; it wakes every 10 s) is stopped first, and the audio thread must be the only
+    other Python thread (a CI dry run failed once on a 2.2 kB peak the loop never allocates)."""
     import tracemalloc
 
+    from tqdm import tqdm
+
+    if tqdm.monitor is not None:
+        tqdm.monitor.exit()
     audio_server.force_rate(48000)
     stream = open_duplex(copy_callback, backend="pulse", samplerate=48000, blocksize=BLOCK,
                          monitor="call", sink="listener")  # fmt: skip
     try:
         stream.start()
         time.sleep(0.3)
+        others = {t.name for t in threading.enumerate()} - {"MainThread", "wavehost-pulse"}
+        assert not others, f"other Python threads would allocate too: {others}"
         tracemalloc.start()
         try:
             base, _ = tracemalloc.get_traced_memory()
