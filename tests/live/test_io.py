@@ -21,14 +21,13 @@ import textwrap
 import threading
 import time
 import types
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 from audio import aligned_correlation, known_signal, pw_play, sink_probe, sink_to_sink
-from stall import measured_fairly
+from stall import Check, measured_fairly
 
 from bench.e2e import parse_exports
 from realtime.cli import RT_PRIORITY, callback_rt_priority
@@ -140,7 +139,7 @@ def test_monitor_to_sink_loopback(
     wav = tmp_path / "known.wav"
     sf.write(wav, x, rate, subtype="FLOAT")
 
-    def run(attempt: int) -> tuple[Callable[[], None], str | None]:
+    def run(attempt: int) -> tuple[Check, str | None]:
         stream = open_duplex(
             copy_callback,
             backend=backend,
@@ -257,7 +256,7 @@ def test_round_trip_lag_is_constant_and_bounded(
     canary = known_signal(rate, 1.2, seed=2)
     sf.write(canary_wav, canary, rate, subtype="FLOAT")
 
-    def run(attempt: int) -> tuple[Callable[[], None], str | None]:
+    def run(attempt: int) -> tuple[Check, str | None]:
         watch = Recorder(f"{audio_server.call}.monitor", rate, tmp_path / f"canary{attempt}.raw")
         time.sleep(0.2)  # the recorder connected before the player starts
         player = subprocess.Popen(
@@ -332,11 +331,10 @@ def test_hinted_pcms_selectable_by_name(audio_server, run_scheduling, tmp_path) 
 @pytest.mark.live
 @pytest.mark.parametrize("backend", ["sounddevice", "pyaudio", "pulse"])
 def test_callback_exception_does_not_kill_the_stream(
-    audio_server, backend: str, monkeypatch: pytest.MonkeyPatch
+    audio_server, run_scheduling, backend: str
 ) -> None:
     """Also: with WAVEHOST_RT_PRIORITY set, the audio thread (only) gets SCHED_FIFO."""
     audio_server.force_rate(48000)
-    monkeypatch.setenv("WAVEHOST_RT_PRIORITY", "20")
     n = [0]
 
     def flaky(indata: np.ndarray, outdata: np.ndarray, status: int) -> None:
@@ -355,7 +353,7 @@ def test_callback_exception_does_not_kill_the_stream(
     assert stream.blocks >= 50
     assert stream.callback_errors == stream.blocks // 5
     assert stream.first_error == "ValueError: boom 5"
-    assert stream.rt_priority == 20 or stream.rt_error  # as root: 20; unprivileged: why not
+    assert stream.rt_priority == run_scheduling or stream.rt_error  # unprivileged: why not
     assert os.sched_getscheduler(0) == os.SCHED_OTHER
 
 
