@@ -27,6 +27,20 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+ALLOCATORS = ("tcmalloc", "jemalloc", "mimalloc")
+
+
+def allocator() -> str:
+    """The C heap this process runs on: a known allocator library mapped into it (preloaded
+    with ``LD_PRELOAD``, as ``scripts/demo.sh`` does with tcmalloc), else ``glibc``. Every
+    tensor of a plugin step is allocated there, so it moves block times (bench/PROFILE.md)."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "unknown"
+    return next((name for name in ALLOCATORS if f"lib{name}" in maps), "glibc")
+
+
 def machine_kind(device: str = "cpu") -> str:
     """A short label for the machine kind, e.g. ``cpu-2core`` or ``cuda-h100``."""
     if device == "cuda" and torch.cuda.is_available():
@@ -65,6 +79,7 @@ def machine_facts(device: str = "cpu") -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "torch_threads": torch.get_num_threads(),
+        "allocator": allocator(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "time_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -41,7 +41,8 @@ def machine_line(m: dict[str, Any]) -> str:
     commit = (m.get("commit") or "?")[:10] + (" (dirty)" if m.get("dirty") else "")
     return (
         f"machine `{m['kind']}`: {m['cpu']}, {m['cores']} cores, torch {m['torch']}, "
-        f"numpy {m['numpy']}, Python {m['python']}, commit {commit}, {m['time_utc']}"
+        f"numpy {m['numpy']}, Python {m['python']}, heap {m.get('allocator', '?')}, "
+        f"commit {commit}, {m['time_utc']}"
     )
 
 

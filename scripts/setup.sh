@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEBS=(libportaudio2 portaudio19-dev pipewire-alsa libasound2-plugins pulseaudio-utils pipewire
-      pipewire-pulse wireplumber pipewire-bin dbus libsndfile1 gcc)
+      pipewire-pulse wireplumber pipewire-bin dbus libsndfile1 gcc libtcmalloc-minimal4)
 PY=${PYTHON:-python3}
 SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi

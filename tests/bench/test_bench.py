@@ -3,7 +3,11 @@ compare-mode ratios, the CUDA refusal, and (live) end-to-end latency = declared 
 
 from __future__ import annotations
 
+import ctypes.util
 import json
+import os
+import subprocess
+import sys
 from unittest.mock import ANY
 
 import numpy as np
@@ -22,6 +26,7 @@ from bench.latency import (
     summarize,
     time_plugin,
 )
+from bench.machine import REPO
 from bench.quality import run_quality
 from bench.report import streams_markdown
 from bench.streams import stream_rows
@@ -127,8 +132,9 @@ def test_latency_cli_writes_json_markdown_and_plots(tmp_path):
     for key, kind in [("kind", str), ("machine", dict), ("settings", dict), ("load", dict),
                       ("rows", list)]:  # fmt: skip
         assert isinstance(rep[key], kind), key
-    for key in ("cpu", "cores", "torch", "numpy", "commit", "kind", "loadavg"):
+    for key in ("cpu", "cores", "torch", "numpy", "commit", "kind", "loadavg", "allocator"):
         assert key in rep["machine"], key
+    assert f"heap {rep['machine']['allocator']}," in (tmp_path / "latency.md").read_text()
     assert {r["plugin"] for r in rep["rows"]} == {"identity", "resample-8k-16k"}
     for row in rep["rows"]:
         required = {"plugin", "role", "rate", "block", "threads", "plugin_ms", "path_ms"}
@@ -143,6 +149,20 @@ def test_latency_cli_writes_json_markdown_and_plots(tmp_path):
     ref = next(r for r in rep["rows"] if r["role"] == "reference")
     assert ref["vs_reference_p50"] == pytest.approx(1.0)
     assert "| identity | 16000 | 256 |" in (tmp_path / "latency.md").read_text()
+
+
+@pytest.mark.skipif(
+    ctypes.util.find_library("tcmalloc_minimal") is None,
+    reason="libtcmalloc_minimal is not installed (scripts/setup.sh installs it)",
+)
+def test_the_machine_facts_name_the_heap_the_process_runs_on():
+    probe = [sys.executable, "-c", "from bench.machine import allocator; print(allocator())"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("LD_PRELOAD", None)
+    plain = subprocess.run(probe, env=env, capture_output=True, text=True, check=True)
+    env["LD_PRELOAD"] = "libtcmalloc_minimal.so.4"
+    preloaded = subprocess.run(probe, env=env, capture_output=True, text=True, check=True)
+    assert (plain.stdout.strip(), preloaded.stdout.strip()) == ("glibc", "tcmalloc")
 
 
 def test_latency_cli_times_batched_streams_and_finds_the_largest_count(tmp_path):
