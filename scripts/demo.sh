@@ -74,8 +74,7 @@ echo "demo: streaming ${DURATION}s of $WHAT ('$CLIP', monitor of sink $SOURCE) t
      "${PLUGIN_ARGS[1]:-the default plugin}" >&2
 # the plugin's tensors on tcmalloc's heap instead of glibc's: 8-14 % less time per block
 # (bench/PROFILE.md); setup.sh installs it, and the run goes on without it where it is missing
-HEAP=""
-if ldconfig -p | grep -q 'libtcmalloc_minimal\.so\.4 '; then HEAP=libtcmalloc_minimal.so.4; fi
+HEAP=$("$PY" -c "import ctypes.util; print(ctypes.util.find_library('tcmalloc_minimal') or '')")
 LD_PRELOAD="$HEAP${LD_PRELOAD:+:$LD_PRELOAD}" \
 "$PY" -m realtime.cli run ${PLUGIN_ARGS[@]+"${PLUGIN_ARGS[@]}"} --backend "$BACKEND" \
     --monitor "$SOURCE" --sink listener \
