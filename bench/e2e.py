@@ -369,17 +369,18 @@ def measure_backend(backend: str, s: E2ESettings, workdir: Path) -> dict[str, An
 
 EXPLANATION = (
     "What the loopback adds: inside PipeWire a null sink's monitor carries what was played "
-    "into the sink in the same graph cycle, so the `copy` lag is PortAudio + the ALSA `pulse` "
-    "plugin alone: the capture period filling, the playback buffer draining, and the phase of "
-    "the stream's callbacks against the graph cycle (it changes from one stream opening to the "
-    "next by whole blocks, which is why copy and engine are measured in the same stream). "
-    "The engine is judged by `engine lag − copy lag`, where the server and device part cancel "
-    "and what is left is the engine's re-blocking, hand-off block, margin and plugin latency. "
-    "The declared device figures are each backend's running estimate of the device part, the "
-    "medians over the stream: PortAudio's per-block time stamps (through the ALSA `pulse` "
-    "plugin they follow the server's latency), the server's own latency readings for `pulse` "
-    "(no PortAudio, no ALSA plugin: its `copy` lag is the server's loopback through libpulse); "
-    "the declared total is judged against the engine lag."
+    "into the sink in the same graph cycle, so the `copy` lag is the server's, the ALSA plugin's "
+    "(PipeWire's own, pipewire-alsa) and PortAudio's alone: the captured period waiting, the "
+    "playback buffer draining, and the phase of the stream's callbacks against the graph cycle "
+    "(it changes from one stream opening to the next by whole blocks, which is why copy and "
+    "engine are measured in the same stream). The engine is judged by `engine lag − copy lag`, "
+    "where the server and device part cancel and what is left is the engine's re-blocking, "
+    "hand-off block, margin and plugin latency. The declared device figures are each backend's "
+    "running estimate of the device part, the medians of its recent readings: PortAudio's "
+    "per-block time stamps, less the graph period that a monitor's capture delay counts but "
+    "does not add (`realtime.io.devices.Endpoints`), and the server's own latency readings for "
+    "`pulse` (no PortAudio, no ALSA plugin: its `copy` lag is the server's loopback through "
+    "libpulse); the declared total is judged against the engine lag."
 )
 
 

@@ -106,16 +106,19 @@ class LatencyReadings:
     buffers' exact fill (steady to a few samples), and that fill can step by a block
     mid-stream, for good: through PipeWire's ALSA plugin at 48 kHz, block 256, the capture
     delay went from 2 to 3 blocks in one run and the lag sink to sink with it, which a median
-    over the whole run can miss (with such medians 2 of 33 runs reported two blocks over the
-    lag, the others one). Keep the recent ones (``LATENCY_READINGS``). The pulse server's
+    over the whole run can miss (with such medians 2 of 33 runs were a block off the lag).
+    Keep the recent ones (``LATENCY_READINGS``). The pulse server's
     readings are interpolated between its timing updates and wander by up to two blocks while
     the lag stays put: keep many (the pulse backend keeps 4096, minutes of stream)."""
 
-    __slots__ = ("_v", "count")
+    __slots__ = ("_v", "count", "input_offset_s")
 
-    def __init__(self, keep: int = LATENCY_READINGS) -> None:
+    def __init__(self, keep: int = LATENCY_READINGS, input_offset_s: float = 0.0) -> None:
         self._v = np.zeros((keep, 2), np.float64)
         self.count = 0
+        self.input_offset_s = input_offset_s
+        """Taken off each capture reading of :meth:`add_stamps` (s): the graph period a
+        monitor's capture delay counts but does not add (``Endpoints.monitor_period_s``)."""
 
     def add(self, input_s: float, output_s: float) -> None:
         """Keep one reading (audio thread: no allocation)."""
@@ -127,7 +130,7 @@ class LatencyReadings:
     def add_stamps(self, adc: float, now: float, dac: float) -> None:
         """Keep PortAudio's time stamps of a block (s, the stream's clock): its input captured
         at ``adc``, the callback at ``now``, its output played at ``dac``."""
-        self.add(now - adc, dac - now)
+        self.add(max(0.0, now - adc - self.input_offset_s), dac - now)
 
     def apply(self, info: StreamInfo) -> StreamInfo:
         """``info`` with the medians of the readings so far (unchanged before the first)."""

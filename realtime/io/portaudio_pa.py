@@ -138,7 +138,7 @@ def open_pyaudio(
         cont = pyaudio.paContinue
         f32 = np.float32
 
-        readings = LatencyReadings()
+        readings = LatencyReadings(input_offset_s=ep.monitor_period_s)
 
         def _callback(in_data: bytes, frame_count: int, time_info: Any, status: int) -> tuple:
             inp = np.frombuffer(in_data, dtype=f32).reshape(frame_count, channels)
@@ -180,7 +180,7 @@ def open_pyaudio(
         blocksize=blocksize,
         channels_in=channels,
         channels_out=channels,
-        input_latency_s=float(stream.get_input_latency()),
+        input_latency_s=max(0.0, stream.get_input_latency() - ep.monitor_period_s),
         output_latency_s=float(stream.get_output_latency()),
         backend="pyaudio",
         input_name=ep.input_name,

@@ -116,7 +116,7 @@ def open_sounddevice(
             raise DeviceError(f"{kind} device '{name}' refuses the settings: {msg}") from None
 
     perf = time.perf_counter
-    readings = LatencyReadings()
+    readings = LatencyReadings(input_offset_s=ep.monitor_period_s)
 
     def _callback(
         indata: np.ndarray, outdata: np.ndarray, frames: int, t: Any, status: Any
@@ -149,7 +149,7 @@ def open_sounddevice(
         blocksize=blocksize,
         channels_in=channels,
         channels_out=channels,
-        input_latency_s=float(lat_in),
+        input_latency_s=max(0.0, float(lat_in) - ep.monitor_period_s),
         output_latency_s=float(lat_out),
         backend="sounddevice",
         input_name=ep.input_name,
