@@ -63,36 +63,45 @@ def causal_delay(x: Tensor, delay: int) -> Tensor:
 class CausalConv(nn.Module):
     """Trainable causal convolution ``(batch, c_in, time) -> (batch, c_out, time // stride)``.
 
-    Left padding of ``kernel_size - stride`` samples: output ``n`` sees inputs
-    ``stride * n + stride - kernel_size ... stride * n + stride - 1``.
+    Left padding of ``dilation * (kernel_size - 1) + 1 - stride`` samples: output ``n`` sees
+    inputs ``stride * n + stride - 1 - dilation * j`` for ``j`` in ``0 .. kernel_size - 1``.
+    ``dilation > 1`` needs ``stride == 1``.
     """
 
-    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, dilation: int = 1
+    ) -> None:
         super().__init__()
         if kernel_size < stride:
             raise ValueError(f"kernel_size {kernel_size} < stride {stride}")
-        self.conv = nn.Conv1d(c_in, c_out, kernel_size, stride)
-        self.pad = kernel_size - stride
+        if dilation < 1 or (dilation > 1 and stride > 1):
+            raise ValueError(f"dilation {dilation} must be >= 1, and 1 when stride {stride} > 1")
+        self.conv = nn.Conv1d(c_in, c_out, kernel_size, stride, dilation=dilation)
+        self.pad = dilation * (kernel_size - 1) + 1 - stride
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.pad(x, (self.pad, 0)))
 
     def streaming(self) -> CachedConv:
         """The streaming form with a copy of the current weights."""
-        return CachedConv(self.conv.weight, self.conv.bias, self.conv.stride[0])
+        return CachedConv(
+            self.conv.weight, self.conv.bias, self.conv.stride[0], self.conv.dilation[0]
+        )
 
 
 class CachedConv(Cached):
     """Streaming :class:`CausalConv`: ``(batch, time, c_in) -> (batch, time // stride, c_out)``.
 
     ``weight``: ``(c_out, c_in, kernel)`` as in ``nn.Conv1d``; the cache holds the last
-    ``kernel - stride`` input samples.
+    ``dilation * (kernel - 1) + 1 - stride`` input samples.
     """
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, stride: int = 1) -> None:
+    def __init__(
+        self, weight: Tensor, bias: Tensor | None, stride: int = 1, dilation: int = 1
+    ) -> None:
         c_out, c_in, kernel = weight.shape
-        super().__init__(kernel - stride, c_in)
-        self.kernel, self.stride = kernel, stride
+        super().__init__(dilation * (kernel - 1) + 1 - stride, c_in)
+        self.kernel, self.stride, self.dilation = kernel, stride, dilation
         # (kernel * c_in, c_out), tap-major to match the windows' contiguous layout
         w = weight.detach().permute(2, 1, 0).reshape(kernel * c_in, c_out).clone()
         self.register_buffer("weight", w)
@@ -102,7 +111,11 @@ class CachedConv(Cached):
     def forward(self, x: Tensor) -> Tensor:
         win = x
         if self.kernel > 1:
-            win = self.push(x).unfold(1, self.kernel, self.stride).transpose(2, 3)
+            span = self.dilation * (self.kernel - 1) + 1
+            win = self.push(x).unfold(1, span, self.stride)
+            if self.dilation > 1:
+                win = win[..., :: self.dilation]
+            win = win.transpose(2, 3)
         # one (batch * time, kernel * c_in) @ (kernel * c_in, c_out) product, bias fused
         y = torch.addmm(self.bias, win.reshape(-1, self.weight.size(0)), self.weight)
         return y.view(x.size(0), -1, y.size(1))

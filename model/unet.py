@@ -5,6 +5,7 @@ Data flow, at the output rate ``rate_out`` (``R = rate_out / rate_in``, an integ
     x (batch, 1, T_in) --interpolator (xR, linear or windowed sinc)--> u (batch, 1, T_in * R)
     encoder level l:  e_l = act(conv_l(h)),  h = DWT(e_l)            (rate halves each level)
     bottleneck:       h = act(conv(h))           (streaming: each DWT + conv is one strided conv)
+    context:          h = h + act(conv_d(h))     (dilated causal convs, d in config.context)
     decoder level l:  h = act(conv_l(cat[IDWT(h), g_l])),
                       g_l = s * sigmoid(conv1x1(s)),  s = e_l delayed to line up with IDWT(h)
     y = u delayed by (filter-bank alignment + lookahead) + tanh(conv1x1(h))
@@ -18,7 +19,7 @@ at ``rate_out`` sample-aligned with the input (input sample ``m`` at output time
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -43,6 +44,9 @@ class UNetConfig:
     ``interp_zeros``: the interpolator under the residual: 0 linear (delay ``R - 1``), ``Z > 0``
     a Kaiser-windowed sinc with ``Z`` zero crossings per side (delay ``Z * R - 1``), which keeps
     the input band flat instead of leaving the network to undo the linear droop.
+    ``context``: dilations of residual causal convs (kernel ``kernel_size``) after the
+    bottleneck, at ``rate_out / 2**levels``: they widen the receptive field into the past by
+    ``(kernel_size - 1) * sum(context) * 2**levels`` output samples at no cost in latency.
 
     The defaults are the 8 -> 16 kHz speech model: widths [32, 48], kernel 5, 106 k parameters;
     latency 42 (lookahead) + 1 (interpolator) + 21 (db4 alignment, 2 levels) = 64 samples (4 ms);
@@ -61,6 +65,7 @@ class UNetConfig:
     rate_in: int = 8000
     rate_out: int = 16000
     interp_zeros: int = 0
+    context: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.levels < 1:
@@ -73,6 +78,8 @@ class UNetConfig:
             )
         if self.lookahead < 0 or self.kernel_size < 1 or self.interp_zeros < 0:
             raise ValueError("lookahead and interp_zeros must be >= 0 and kernel_size >= 1")
+        if any(d < 1 for d in self.context):
+            raise ValueError(f"context dilations must be >= 1, got {self.context}")
         wavelet_delay(self.wavelet)  # raises ValueError for an unknown wavelet
 
     @property
@@ -180,12 +187,13 @@ class Body(nn.Module):
         dry_delay: nn.Module,
         encoders: nn.ModuleList,  # level 0: conv; deeper: DWT + conv
         mid: nn.Module,
+        context: nn.ModuleList,  # residual dilated convs at the bottleneck's rate
         decoders: nn.ModuleList,
         out: nn.Module,
     ) -> None:
         super().__init__()
         self.interp, self.dry_delay, self.mid, self.out = interp, dry_delay, mid, out
-        self.encoders, self.decoders = encoders, decoders
+        self.encoders, self.context, self.decoders = encoders, context, decoders
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         u = self.interp(x)
@@ -195,6 +203,8 @@ class Body(nn.Module):
             h = act(enc(h))
             skips.append(h)
         h = act(self.mid(h))
+        for conv in self.context:
+            h = h + act(conv(h))
         for i, dec in enumerate(self.decoders):  # deepest first
             h = dec(h, skips[len(skips) - 1 - i])
         return self.dry_delay(u), torch.tanh(self.out(h))
@@ -206,6 +216,8 @@ class Body(nn.Module):
         for enc in self.encoders:
             enc.clear(batch)
         self.mid.clear(batch)
+        for conv in self.context:
+            conv.clear(batch)
         for dec in self.decoders:
             dec.clear(batch)
         self.out.clear(batch)
@@ -217,6 +229,8 @@ class Body(nn.Module):
         for enc in self.encoders:
             enc.reset_rows(rows)
         self.mid.reset_rows(rows)
+        for conv in self.context:
+            conv.reset_rows(rows)
         for dec in self.decoders:
             dec.reset_rows(rows)
         self.out.reset_rows(rows)
@@ -228,6 +242,7 @@ class Body(nn.Module):
             self.dry_delay.streaming(),
             nn.ModuleList([m.streaming() for m in self.encoders]),
             self.mid.streaming(),
+            nn.ModuleList([m.streaming() for m in self.context]),
             nn.ModuleList([m.streaming() for m in self.decoders]),
             self.out.streaming(),
         )
@@ -260,6 +275,7 @@ class WaveletUNet(nn.Module):
                     channel_dim=1,
                 )
             )
+        context = [CausalConv(2 * c[-1], 2 * c[-1], k, dilation=d) for d in config.context]
         out = CausalConv(c[0], 1, 1)
         nn.init.zeros_(out.conv.weight)
         nn.init.zeros_(out.conv.bias)
@@ -273,6 +289,7 @@ class WaveletUNet(nn.Module):
             Delay(self.latency_samples() - config.interp_delay, 1),
             nn.ModuleList(encoders),
             AnalysisConv(DWT(c[-1], wav), 2 * c[-1], k),
+            nn.ModuleList(context),
             nn.ModuleList(decoders),
             out,
         )

@@ -19,7 +19,7 @@ from realtime.loader import load_plugin
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 
-CFG = UNetConfig(levels=2, base_channels=4, lookahead=5)
+CFG = UNetConfig(levels=2, base_channels=4, lookahead=5, context=[1, 2])
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ CASES: dict[str, tuple[Callable[[], nn.Module], int, int]] = {
     "conv k3": (lambda: CausalConv(3, 4, 3), 3, 1),
     "conv k1": (lambda: CausalConv(3, 4, 1), 3, 1),
     "strided conv": (lambda: CausalConv(3, 4, 5, stride=2), 3, 2),
+    "dilated conv": (lambda: CausalConv(3, 4, 3, dilation=4), 3, 1),
     "analysis": (lambda: Analysis(_rand(2, 6, seed=1), 3, 2), 3, 2),
     "dwt": (lambda: DWT(3, "db4"), 3, 2),
     "dwt + conv": (lambda: AnalysisConv(DWT(3, "db4"), 5, 3), 3, 2),
@@ -94,3 +95,16 @@ def test_causal_delay() -> None:
     assert torch.equal(y[..., :3], torch.zeros(1, 2, 3))
     assert torch.equal(y[..., 3:], x[..., :7])
     assert causal_delay(x, 0) is x
+
+
+def test_dilated_conv_reaches_back_dilation_times_the_taps() -> None:
+    """Output ``n`` of a dilation-4, kernel-3 conv depends on inputs ``n``, ``n - 4``, ``n - 8``
+    only; a dilation with a stride is refused."""
+    conv = CausalConv(1, 1, 3, dilation=4)
+    x = torch.zeros(1, 1, 20)
+    x[..., 5] = 1.0
+    with torch.no_grad():
+        y = conv(x) - conv(torch.zeros_like(x))
+    assert torch.nonzero(y[0, 0]).flatten().tolist() == [5, 9, 13]
+    with pytest.raises(ValueError, match="dilation"):
+        CausalConv(1, 1, 3, stride=2, dilation=2)

@@ -19,6 +19,7 @@ TINY = [
     UNetConfig(levels=1, base_channels=2, wavelet="sym3", rate_in=16000, rate_out=16000),
     UNetConfig(levels=2, base_channels=4, lookahead=2, rate_in=16000, rate_out=48000,
                interp_zeros=3),
+    UNetConfig(levels=2, base_channels=4, lookahead=1, interp_zeros=2, context=[1, 3, 2]),
 ]  # fmt: skip
 
 
@@ -137,6 +138,8 @@ def test_config_round_trip_and_refusals() -> None:
         UNetConfig(levels=3, channels=[4, 8])
     with pytest.raises(ValueError, match="discrete wavelet"):
         UNetConfig(wavelet="morl")
+    with pytest.raises(ValueError, match="context dilations"):
+        UNetConfig(context=[2, 0])
 
 
 def test_bad_input_shape_or_length_is_refused() -> None:
