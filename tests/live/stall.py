@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 PRIORITY = 90
 TICK_S = 0.001
-ATTEMPTS = 3
+ATTEMPTS = 5
 
 
 def _watch(cpu: int) -> None:
