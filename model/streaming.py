@@ -60,6 +60,11 @@ def causal_delay(x: Tensor, delay: int) -> Tensor:
     return F.pad(x, (delay, 0))[..., : x.size(-1)]
 
 
+def tap_span(kernel: int, dilation: int) -> int:
+    """Samples from a conv's oldest tap to its newest: ``dilation * (kernel - 1) + 1``."""
+    return dilation * (kernel - 1) + 1
+
+
 class CausalConv(nn.Module):
     """Trainable causal convolution ``(batch, c_in, time) -> (batch, c_out, time // stride)``.
 
@@ -77,7 +82,7 @@ class CausalConv(nn.Module):
         if dilation < 1 or (dilation > 1 and stride > 1):
             raise ValueError(f"dilation {dilation} must be >= 1, and 1 when stride {stride} > 1")
         self.conv = nn.Conv1d(c_in, c_out, kernel_size, stride, dilation=dilation)
-        self.pad = dilation * (kernel_size - 1) + 1 - stride
+        self.pad = tap_span(kernel_size, dilation) - stride
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.pad(x, (self.pad, 0)))
@@ -100,8 +105,9 @@ class CachedConv(Cached):
         self, weight: Tensor, bias: Tensor | None, stride: int = 1, dilation: int = 1
     ) -> None:
         c_out, c_in, kernel = weight.shape
-        super().__init__(dilation * (kernel - 1) + 1 - stride, c_in)
-        self.kernel, self.stride, self.dilation = kernel, stride, dilation
+        span = tap_span(kernel, dilation)
+        super().__init__(span - stride, c_in)
+        self.kernel, self.span, self.stride, self.dilation = kernel, span, stride, dilation
         # (kernel * c_in, c_out), tap-major to match the windows' contiguous layout
         w = weight.detach().permute(2, 1, 0).reshape(kernel * c_in, c_out).clone()
         self.register_buffer("weight", w)
@@ -111,8 +117,7 @@ class CachedConv(Cached):
     def forward(self, x: Tensor) -> Tensor:
         win = x
         if self.kernel > 1:
-            span = self.dilation * (self.kernel - 1) + 1
-            win = self.push(x).unfold(1, span, self.stride)
+            win = self.push(x).unfold(1, self.span, self.stride)
             if self.dilation > 1:
                 win = win[..., :: self.dilation]
             win = win.transpose(2, 3)

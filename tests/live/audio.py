@@ -102,6 +102,11 @@ def sink_probe(server, path: Path, rate: int) -> DualRecorder:
     )
 
 
+def sink_window(rate: int) -> int:
+    """The length (samples) of :func:`sink_to_sink`'s windows: 0.25 s."""
+    return rate // 4
+
+
 def sink_to_sink(
     rec: np.ndarray, x: np.ndarray, rate: int, taps: tuple[float, ...] = (1.0,)
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -110,7 +115,7 @@ def sink_to_sink(
     (samples) and the correlation there. ``x``, the known signal played into the first sink,
     places the windows."""
     lag_in = aligned_correlation(rec[:, 0], x)[0]
-    half = rate // 4
+    half = sink_window(rate)
     heard = np.convolve(rec[:, 0], taps)[lag_in : lag_in + len(x)].astype(np.float32)
     lags, corr = window_lags(rec[:, 1], heard, lag_in, 4 * half, half)
     return lags - lag_in, corr

@@ -32,6 +32,7 @@ from audio import (
     pw_play,
     sink_probe,
     sink_to_sink,
+    sink_window,
     wait_for_start,
     window_lags,
 )
@@ -145,7 +146,7 @@ def check_run(r, rec, x, folder, plugin, backend, rate):
     lags, corr = sink_to_sink(rec, x, rate, TAPS)
     good = corr >= 0.99
     bad = np.flatnonzero(~good)
-    assert len(corr) >= 0.9 * len(x) // (rate // 4), f"only {len(corr)} windows recorded"
+    assert len(corr) >= 0.9 * len(x) // sink_window(rate), f"only {len(corr)} windows recorded"
     assert bad.size <= 2 * len(r["margin_changes"]), (bad, corr[bad], lags[bad])
     through = lags[good]
     lat = r["latency"]
@@ -168,7 +169,7 @@ def check_run(r, rec, x, folder, plugin, backend, rate):
     # signal's last second, −1 block) is in its total but not in the lags measured before it, so
     # the lag is that of the last good window with no margin change near it, and the
     # total the one with the margin in effect then (the command sets no --margin: it starts at 0)
-    half = rate // 4  # sink_to_sink's windows, placed from where the signal reached wavehost
+    half = sink_window(rate)  # placed from where the signal reached wavehost
     changes = [(t * rate, m) for t, m in r["margin_changes"]]
     ahead = lat["total"] + BLOCK  # a change also moves what was already on its way through
     steady = [
