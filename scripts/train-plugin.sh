@@ -14,9 +14,10 @@
 #    fine-tuning stage from RUN_DIR/best.pt into RUN_DIR/ft (lower learning rate, a heavier
 #    waveform loss, so that near-transparent high-bitrate input is left alone),
 # 4. export the last stage's best.pt to model/weights/NAME.ts (+ .json, and NAME.pt: its
-#    weights-only checkpoint, kept so later code can export the same network); for bwe-8k-16k with
-#    the default of the plugin's mix parameter chosen on the training split (wavehost eval
-#    --mix-sweep on a first export in RUN_DIR/mix-sweep), for the others with mix 1,
+#    weights-only checkpoint, kept so later code can export the same network); for the two
+#    bandwidth extenders with the default of the plugin's mix parameter chosen on the training
+#    split (wavehost eval --mix-sweep on a first export in RUN_DIR/mix-sweep: the lowest LSD
+#    whose SNR is within 0.4 dB of sinc's), for mp3-restore-48k with mix 1,
 # 5. evaluate the plugin against its baselines on the validation split (RUN_DIR/eval*).
 #
 # Environment: WAVEHOST_CACHE (cache root, default ~/.cache/wavehost), TRAIN_MINUTES (default 45),
@@ -62,7 +63,7 @@ case "$name" in
                       --warmup 50 --w-stft 1 --w-lsd 0 --w-l1 100 --w-snr 0.05)
         fi
         export=(--channels 2 --stereo lr)
-        calibrate=0
+        calibrate=$([ "$name" = bwe-16k-48k ] && echo 1 || echo 0)
         if [ "$name" = bwe-16k-48k ]; then evals=(soxr); else evals=(mp3:64 mp3:96 mp3:128 mp3:192); fi ;;
     *) echo "train-plugin: unknown plugin $name (bwe-8k-16k, bwe-16k-48k or mp3-restore-48k)" >&2
        exit 2 ;;
@@ -97,7 +98,7 @@ if ((calibrate)); then
     wavehost_cmd model.export --checkpoint "$best" --out "$sweep/$name.ts" --name "$name" \
         "${export[@]}"
     wavehost_cmd model.evaluate --plugin "$sweep/$name.ts" --data "$data" --out "$sweep" \
-        --split train --limit 96 --mix-sweep 0.4,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.9,1 --no-progress
+        --split train --limit 96 --mix-sweep 0.3,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.9,1 --no-progress
     mix=$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))["chosen_mix"])' \
         "$sweep/metrics.json")
 fi
