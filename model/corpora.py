@@ -52,7 +52,9 @@ On-disk format (``out_dir``):
 Command line: ``python -m model.corpora --speech`` builds the 8 → 16 kHz speech set into
 ``$WAVEHOST_CACHE/datasets/speech16k`` (default cache ``~/.cache/wavehost``);
 ``python -m model.corpora --music --speech --rate 48000 --channels 2 --min-rate 44100 ...``
-the 48 kHz stereo set of issue 6 (see ``scripts/train-plugin.sh``).
+the 48 kHz stereo set of issue 6 (see ``scripts/train-plugin.sh``);
+``python -m model.corpora --out SET --val-pieces DIR`` writes a built set's validation pieces
+(:func:`export_pieces`) for evaluation on whole excerpts.
 """
 
 from __future__ import annotations
@@ -552,6 +554,51 @@ def build_dataset(
     return Manifest(out, data)
 
 
+def export_pieces(
+    data: str | Path,
+    out: str | Path,
+    *,
+    split: str = "val",
+    seconds: float = 12.0,
+    min_seconds: float = 4.0,
+    progress: bool = True,
+) -> list[Path]:
+    """Write whole-piece references of a built dataset's ``split``: the middle ``seconds`` of
+    every kept file of at least ``min_seconds`` (before trimming), decoded from its source,
+    resampled to the set's rate (soxr VHQ), the set's channels, as FLAC named
+    ``SOURCE-STEM.flac`` in ``out``: 24 bit, since 16-bit quantisation noise would fill the
+    empty top band that log-spectral metrics weigh like any other. For the 48 kHz set these are
+    its validation music pieces (no speech file lasts 4 s): longer excerpts than the 2 s
+    segments, never in training, for ``wavehost eval --data OUT``. Returns the paths written."""
+    manifest = Manifest.load(data)
+    if split not in manifest.data["splits"]:
+        raise CorpusError(f"dataset {manifest.dir} has no split {split!r}")
+    roots = {s["name"]: Path(s["root"]) for s in manifest.data["sources"]}
+    picks = [
+        f
+        for f in manifest.data["files"]
+        if f["split"] == split and f["status"] == "kept" and f["seconds"] >= min_seconds
+    ]
+    if not picks:
+        raise CorpusError(
+            f"dataset {manifest.dir} has no kept {split} file of {min_seconds:g} s or more"
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f in tqdm(picks, desc=f"{split} pieces", unit="file", disable=not progress):
+        path = roots[f["source"]] / f["path"]
+        try:
+            x, sr = _read(path, manifest.channels)
+        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
+            raise CorpusError(f"cannot read {path} (reinstall the corpora?): {exc}") from None
+        x = soxr.resample(x, sr, manifest.rate, quality="VHQ") if sr != manifest.rate else x
+        target = out / f"{f['source']}-{Path(f['path']).stem}.flac"
+        sf.write(target, _middle(x, manifest.rate, seconds), manifest.rate, subtype="PCM_24")
+        written.append(target)
+    return written
+
+
 def spread_indices(n: int, k: int) -> list[int]:
     """At most ``k`` indices of ``range(n)`` spread evenly from the first to the last (a split is
     ordered by source, so a spread subset samples every source)."""
@@ -604,7 +651,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
+    p.add_argument(
+        "--val-pieces",
+        type=Path,
+        metavar="DIR",
+        help="write the validation files of >= 4 s of the dataset at --out (the middle 12 s "
+        "of each, FLAC) to DIR, then exit",
+    )
     args = p.parse_args(argv)
+    if args.val_pieces is not None:
+        if args.out is None:
+            p.error("--val-pieces needs --out DATASET")
+        try:
+            written = export_pieces(args.out, args.val_pieces)
+        except CorpusError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(written)} pieces to {args.val_pieces}")
+        return 0
     sources: list[Source | str | Path] = [*args.folders]
     if args.speech:
         sources += speech_sources()

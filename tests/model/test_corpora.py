@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import soxr
 
 from model.corpora import (
     CorpusError,
@@ -14,6 +15,7 @@ from model.corpora import (
     SegmentDataset,
     Source,
     build_dataset,
+    export_pieces,
     main,
     measure_bandwidth,
 )
@@ -185,3 +187,29 @@ def test_stereo_min_rate_and_file_cap(tmp_path: Path) -> None:
     np.testing.assert_array_equal(mono[0], mono[1])
     with pytest.raises(CorpusError, match="channels"):
         build(root, tmp_path / "bad", channels=3)
+
+
+def test_val_pieces_are_the_middle_of_long_validation_files(tmp_path: Path) -> None:
+    """``--val-pieces`` writes the middle of every kept validation file long enough, resampled
+    to the set's rate, and nothing from training or from short files."""
+    root = tmp_path / "music"
+    for i in range(4):
+        write(root / f"long{i}.wav", utterance(i, rate=RATE_SRC, seconds=3.0))
+    write(root / "short.wav", utterance(9, rate=RATE_SRC, seconds=1.0))
+    man = build(root, tmp_path / "set", val_fraction=0.5)
+    val = {f["path"] for f in man.data["files"] if f["split"] == "val"}
+    out = tmp_path / "pieces"
+    written = export_pieces(tmp_path / "set", out, seconds=1.0, min_seconds=2.0, progress=False)
+    assert {p.name for p in written} == {f"music-{Path(v).stem}.flac" for v in val} - {
+        "music-short.flac"
+    }
+    assert written, "the split must hold at least one long file"
+    for path in written:
+        y, sr = sf.read(path)
+        src, _ = sf.read(root / f"{path.stem.removeprefix('music-')}.wav")
+        assert sr == 16000 and len(y) == 16000
+        whole = soxr.resample(src, RATE_SRC, 16000, quality="VHQ")
+        np.testing.assert_allclose(y, whole[16000:32000], atol=1e-6)  # the middle second
+    with pytest.raises(CorpusError, match="no kept val file of 5 s"):
+        export_pieces(tmp_path / "set", out, min_seconds=5.0, progress=False)
+    assert main(["--out", str(tmp_path / "set"), "--val-pieces", str(tmp_path / "cli")]) == 2
