@@ -459,6 +459,19 @@ def test_unsupported_rate_is_a_device_error(audio_server, backend: str) -> None:
         )
 
 
+def quiet_python_threads(*allowed: str) -> None:
+    """Make the main thread and ``allowed`` the only Python threads, since tracemalloc sees every
+    thread: stop tqdm's monitor (left by an earlier test's progress bar; it wakes every 10 s and
+    allocates about 2 kB, the size of peak a CI dry run once failed on) and fail if another is
+    running."""
+    from tqdm import tqdm
+
+    if tqdm.monitor is not None:
+        tqdm.monitor.exit()
+    others = {t.name for t in threading.enumerate() if t.is_alive()} - {"MainThread", *allowed}
+    assert not others, f"other Python threads would allocate too: {others}"
+
+
 @pytest.mark.live
 @pytest.mark.parametrize("backend", ["sounddevice", "pyaudio"])
 def test_callback_wrapper_allocates_no_buffers(audio_server, backend: str) -> None:
@@ -496,6 +509,7 @@ def test_callback_wrapper_allocates_no_buffers(audio_server, backend: str) -> No
 
         for _ in range(50):
             one()
+        quiet_python_threads()
         tracemalloc.start()
         try:
             base, _ = tracemalloc.get_traced_memory()
@@ -566,18 +580,13 @@ def test_pulse_loop_allocates_no_buffers(audio_server) -> None:
     other Python thread (a CI dry run failed once on a 2.2 kB peak the loop never allocates)."""
     import tracemalloc
 
-    from tqdm import tqdm
-
-    if tqdm.monitor is not None:
-        tqdm.monitor.exit()
     audio_server.force_rate(48000)
     stream = open_duplex(copy_callback, backend="pulse", samplerate=48000, blocksize=BLOCK,
                          monitor="call", sink="listener")  # fmt: skip
     try:
         stream.start()
         time.sleep(0.3)
-        others = {t.name for t in threading.enumerate()} - {"MainThread", "wavehost-pulse"}
-        assert not others, f"other Python threads would allocate too: {others}"
+        quiet_python_threads("wavehost-pulse")
         tracemalloc.start()
         try:
             base, _ = tracemalloc.get_traced_memory()
