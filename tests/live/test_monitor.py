@@ -77,20 +77,28 @@ def windows(y: np.ndarray, x: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
     return lag, *window_lags(y, x, max(0, lag - RATE // 4), RATE // 2, RATE // 4)
 
 
-def assert_one_lag(y: np.ndarray, x: np.ndarray, what: str, steps: int = 0, grown: int = 0) -> None:
-    """``x`` (5 s) is in ``y`` window by window (0.25 s, correlation ≥ 0.99) at one lag, which
-    may grow at most ``steps`` times, by whole blocks and ``grown`` samples in all; two windows
-    per step may fall short (those around it: a step in the first window shows as no move).
-    Near-silent windows of ``x`` say nothing either way (at most 4 of the 20)."""
+def one_lag(y: np.ndarray, x: np.ndarray, steps: int = 0, grown: int = 0) -> tuple[bool, tuple]:
+    """Whether ``x`` (5 s) is in ``y`` window by window (0.25 s, correlation ≥ 0.99) at one lag,
+    which may grow at most ``steps`` times, by whole blocks and ``grown`` samples in all; two
+    windows per step may fall short (those around it: a step in the first window shows as no
+    move). Near-silent windows of ``x`` say nothing either way (at most 4 of the 20). Also the
+    window lags and correlations, for the message."""
     lags, corrs = windows(y, x)[1:]
     loud = ~np.isnan(corrs)
     good = loud & (np.nan_to_num(corrs) >= 0.99)
-    assert (
+    ok = (
         len(corrs) == 20
         and loud.sum() >= 16
         and moves_as_reported(lags[good], steps, grown, BLOCK)
         and good.sum() >= loud.sum() - 2 * steps
-    ), (what, lags, corrs.round(3), steps, grown)
+    )
+    return bool(ok), (lags, corrs.round(3))
+
+
+def assert_one_lag(y: np.ndarray, x: np.ndarray, what: str, steps: int = 0, grown: int = 0) -> None:
+    """Assert :func:`one_lag`."""
+    ok, detail = one_lag(y, x, steps, grown)
+    assert ok, (what, *detail, steps, grown)
 
 
 @pytest.mark.live
@@ -150,10 +158,15 @@ def test_mp3_played_into_a_sink_is_restored_live(music_server, tmp_path):
     carried = played[at : at + ref.stop - ref.start]
 
     # wavehost captured what the sink carried, gaps included: both channels, every 0.25 s window
-    # to correlation 0.99 and at one lag
+    # to correlation 0.99 and at one lag. Two witnesses of what the sink carried: the second
+    # recording, and the clip itself. A gap the player left is in the recording; a block the
+    # recorder lost, late on these cores (a CI dry run: the capture "stepped" by one block
+    # against it), is not in the clip; a block wavehost lost or made up is in neither
     live_in, _ = sf.read(inp, dtype="float32", always_2d=True)
     for ch in range(2):
-        assert_one_lag(live_in[:, ch], carried[:, ch], f"capture, channel {ch}")
+        checks = {w: one_lag(live_in[:, ch], x) for w, x in
+                  (("recording", carried[:, ch]), ("clip", decoded[ref, ch]))}  # fmt: skip
+        assert any(ok for ok, _ in checks.values()), (f"capture, channel {ch}", checks)
 
     # live = render: the recorded engine input rendered offline gives the recorded output
     live_out, _ = sf.read(out, dtype="float32", always_2d=True)
