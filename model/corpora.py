@@ -81,6 +81,7 @@ BAND_REF_HZ = (200.0, 4000.0)
 MIN_VOICED_S = 0.25
 SHARD_SEGMENTS = 1024
 FILTERS = ("found", "unreadable", "rate", "band", "silent", "kept")
+READ_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError)  # soundfile on a file it can't decode
 
 
 class CorpusError(Exception):
@@ -368,6 +369,17 @@ def _read(path: Path, channels: int) -> tuple[np.ndarray, int]:
     return x[:, [0, min(1, x.shape[1] - 1)]], int(sr)
 
 
+def read_reason(exc: Exception) -> str:
+    """One line saying why a read raised ``exc`` (one of :data:`READ_ERRORS`)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def resample_to(x: np.ndarray, sr: int, rate: int) -> np.ndarray:
+    """``x`` (time, channels) at ``sr`` Hz brought to ``rate`` Hz with soxr VHQ (as is if equal)."""
+    return soxr.resample(x, sr, rate, quality="VHQ") if sr != rate else x
+
+
 def _group_runs(plan: list[tuple[Path, str, str]]) -> Iterator[list[tuple[Path, str, str]]]:
     run: list[tuple[Path, str, str]] = []
     for item in plan:
@@ -473,7 +485,7 @@ def build_dataset(
                 files.append(entry)
                 try:
                     x, sr = _read(path, channels)
-                except (sf.LibsndfileError, RuntimeError, ValueError):
+                except READ_ERRORS:
                     count("found", 0.0)
                     count("unreadable", 0.0)
                     entry["status"] = "unreadable"
@@ -498,7 +510,7 @@ def build_dataset(
                     entry["status"] = "silent"
                     continue
                 voiced = _middle(voiced, sr, max_file_s)
-                y = soxr.resample(voiced, sr, rate, quality="VHQ") if sr != rate else voiced
+                y = resample_to(voiced, sr, rate)
                 pieces.append(_fade(y.astype(np.float32), rate))
                 count("kept", seconds)
                 entry["status"] = "kept"
@@ -590,9 +602,10 @@ def export_pieces(
         path = roots[f["source"]] / f["path"]
         try:
             x, sr = _read(path, manifest.channels)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            raise CorpusError(f"cannot read {path} (reinstall the corpora?): {exc}") from None
-        x = soxr.resample(x, sr, manifest.rate, quality="VHQ") if sr != manifest.rate else x
+        except READ_ERRORS as exc:
+            reason = read_reason(exc)
+            raise CorpusError(f"cannot read {path} (reinstall the corpora?): {reason}") from None
+        x = resample_to(x, sr, manifest.rate)
         target = out / f"{f['source']}-{Path(f['path']).stem}.flac"
         sf.write(target, _middle(x, manifest.rate, seconds), manifest.rate, subtype="PCM_24")
         written.append(target)
@@ -659,28 +672,24 @@ def main(argv: list[str] | None = None) -> int:
         "of each, FLAC) to DIR, then exit",
     )
     args = p.parse_args(argv)
-    if args.val_pieces is not None:
-        if args.out is None:
-            p.error("--val-pieces needs --out DATASET")
-        try:
-            written = export_pieces(args.out, args.val_pieces)
-        except CorpusError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        print(f"wrote {len(written)} pieces to {args.val_pieces}")
-        return 0
+    if args.val_pieces is not None and args.out is None:
+        p.error("--val-pieces needs --out DATASET")
     sources: list[Source | str | Path] = [*args.folders]
     if args.speech:
         sources += speech_sources()
     if args.music:
         sources += music_sources()
-    if not sources:
+    if not sources and args.val_pieces is None:
         p.error("give --speech, --music or source folders")
-    kind = "-".join(k for k in ("music", "speech") if getattr(args, k)) or "custom"
-    stereo = "-stereo" if args.channels == 2 else ""
-    out = args.out or cache_root() / "datasets" / f"{kind}{args.rate // 1000}k{stereo}"
-    min_band = args.min_band if args.min_band is not None else round(0.46875 * args.rate)
     try:
+        if args.val_pieces is not None:
+            written = export_pieces(args.out, args.val_pieces)
+            print(f"wrote {len(written)} pieces to {args.val_pieces}")
+            return 0
+        kind = "-".join(k for k in ("music", "speech") if getattr(args, k)) or "custom"
+        stereo = "-stereo" if args.channels == 2 else ""
+        out = args.out or cache_root() / "datasets" / f"{kind}{args.rate // 1000}k{stereo}"
+        min_band = args.min_band if args.min_band is not None else round(0.46875 * args.rate)
         manifest = build_dataset(
             sources,
             out,

@@ -49,7 +49,16 @@ import torch
 from tqdm import tqdm
 
 from model.baselines import BASELINES
-from model.corpora import AUDIO_SUFFIXES, CorpusError, Manifest, SegmentDataset, spread_indices
+from model.corpora import (
+    AUDIO_SUFFIXES,
+    READ_ERRORS,
+    CorpusError,
+    Manifest,
+    SegmentDataset,
+    read_reason,
+    resample_to,
+    spread_indices,
+)
 from model.degrade import mp3_channels
 from model.metrics import all_metrics, mean_over_files, power_spectrogram
 from model.tasks import TASKS
@@ -98,16 +107,14 @@ def _references(
     for path in paths[:limit]:
         try:
             x, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, ValueError) as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise EvalError(f"cannot read {path}: {reason}") from None
+        except READ_ERRORS as exc:
+            raise EvalError(f"cannot read {path}: {read_reason(exc)}") from None
         if sr < rate:
             raise EvalError(
                 f"{path} is at {sr} Hz, below the plugin's output rate {rate} Hz: "
                 f"it cannot be a wideband reference"
             )
-        if sr != rate:
-            x = soxr.resample(x, sr, rate, quality="VHQ")
+        x = resample_to(x, sr, rate)
         if len(x) == 0:
             raise EvalError(f"{path} is empty")
         refs.append((str(path.relative_to(data)), np.ascontiguousarray(x.T)))
