@@ -63,8 +63,11 @@ case "$name" in
                       --warmup 50 --w-stft 1 --w-lsd 0 --w-l1 100 --w-snr 0.05)
         fi
         export=(--channels 2 --stereo lr)
-        calibrate=$([ "$name" = bwe-16k-48k ] && echo 1 || echo 0)
-        if [ "$name" = bwe-16k-48k ]; then evals=(soxr); else evals=(mp3:64 mp3:96 mp3:128 mp3:192); fi ;;
+        if [ "$name" = bwe-16k-48k ]; then
+            calibrate=1; evals=(soxr)
+        else
+            calibrate=0; evals=(mp3:64 mp3:96 mp3:128 mp3:192)
+        fi ;;
     *) echo "train-plugin: unknown plugin $name (bwe-8k-16k, bwe-16k-48k or mp3-restore-48k)" >&2
        exit 2 ;;
 esac
