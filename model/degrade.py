@@ -32,6 +32,7 @@ FILTER_KINDS = ("fir_hann", "fir_hamming", "fir_blackman", "fir_kaiser", "butter
 MU = 255.0
 _PAD_S = 0.064  # zero padding on each side before the DFT-domain filter, seconds
 MP3_KBPS = (64, 80, 96, 112, 128, 160, 192)  # LAME's CBR bitrates in the range of issue 6
+LAME_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)  # MPEG-1 layer III
 
 
 @dataclass(frozen=True)

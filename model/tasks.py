@@ -18,14 +18,14 @@ Stereo references are restored channel by channel: the channels go on the batch 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 
 import numpy as np
 import torch
 
 from model import baselines
-from model.degrade import BAND_8K, BAND_16K, degrade_band, degrade_mp3, mp3_channels
+from model.degrade import BAND_8K, BAND_16K, LAME_KBPS, degrade_band, degrade_mp3, mp3_channels
 
 VAL_KBPS = (64, 96, 128, 192)
 
@@ -85,3 +85,15 @@ TASKS: dict[str, Task] = {
         {"mp3": _unprocessed},
     ),
 }  # fmt: skip
+
+
+def with_kbps(task: Task, kbps: tuple[int, ...]) -> Task:
+    """``task`` (an MP3 task) drawing its training bitrates from ``kbps`` (LAME CBR kb/s) instead
+    of the default 64–192; raises ``ValueError`` for another task or a bitrate LAME has not."""
+    if task.name != "mp3-48k":
+        raise ValueError(f"MP3 bitrates apply to the mp3-48k task, not {task.name}")
+    bad = sorted(set(kbps) - set(LAME_KBPS))
+    if not kbps or bad:
+        choices = ", ".join(map(str, LAME_KBPS))
+        raise ValueError(f"MP3 bitrates {bad or 'none'}: choose from {choices}")
+    return replace(task, train=partial(degrade_mp3, rate=task.rate_out, kbps=tuple(kbps)))

@@ -48,7 +48,7 @@ from model import metrics
 from model.corpora import Manifest, SegmentDataset, spread_indices
 from model.export import load_checkpoint
 from model.losses import BWELoss, LossConfig
-from model.tasks import TASKS, Task
+from model.tasks import TASKS, Task, with_kbps
 from model.unet import UNetConfig, WaveletUNet
 
 PROG = "wavehost train"
@@ -73,7 +73,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 }  # fmt: skip
 CSV_FIELDS = (
     "epoch", "step", "elapsed_s", "lr",
-    "train_loss", "train_stft", "train_l1", "train_snr", "train_lsd",
+    "train_loss", "train_stft", "train_l1", "train_snr", "train_lsd", "train_keep",
     "val_loss", "val_lsd", "val_lsd_hf", "val_snr", "val_si_sdr",
 )  # fmt: skip
 SELECT = {"val_loss": 1.0, "val_lsd": 1.0, "val_lsd_hf": 1.0, "val_snr": -1.0}  # sign: lower=better
@@ -99,6 +99,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     val_items: int = 256
     select: str = "val_loss"
+    kbps: list[int] = field(default_factory=list)  # mp3-48k's training bitrates; empty: 64-192
     loss: LossConfig = field(default_factory=LossConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,6 +259,17 @@ def lr_at(step: int, cfg: TrainConfig, total: int, time_frac: float = 0.0) -> fl
     return cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * frac)))
 
 
+def estimate(
+    net: WaveletUNet, x: torch.Tensor, y: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(estimate, target, dry)`` of a batch, aligned by the declared latency: the network's
+    output, the reference and the output without the residual (:meth:`WaveletUNet.parts`)."""
+    dry, residual = net.parts(x)
+    latency = net.latency_samples()
+    y_hat, target = align(dry + residual, y, latency)
+    return y_hat, target, dry[..., latency:]
+
+
 class NonFiniteLoss(Exception):
     """The loss or the gradient norm of a step is NaN or infinite."""
 
@@ -277,8 +289,8 @@ def train_step(
     when the loss or the gradient is not finite.
     """
     net.train()
-    y_hat, target = align(net(x), y, net.latency_samples())
-    loss, parts = loss_fn(y_hat, target)
+    y_hat, target, dry = estimate(net, x, y)
+    loss, parts = loss_fn(y_hat, target, dry)
     if not torch.isfinite(loss):
         raise NonFiniteLoss(f"loss {loss.item()}")
     opt.zero_grad(set_to_none=True)
@@ -303,14 +315,13 @@ def validate(
     """Mean validation loss and metrics (LSD, LSD-HF, SNR, SI-SDR) over non-silent segments
     (each channel one item), outputs aligned by the declared latency."""
     net.eval()
-    latency = net.latency_samples()
     rate_in, rate = net.config.rate_in, net.config.rate_out
     losses: list[float] = []
     per_item: list[dict[str, float]] = []
     for x, y in loader:
         x, y = fold_channels(x).to(device), fold_channels(y).to(device)
-        y_hat, target = align(net(x), y, latency)
-        losses.append(float(loss_fn(y_hat, target)[0]))
+        y_hat, target, dry = estimate(net, x, y)
+        losses.append(float(loss_fn(y_hat, target, dry)[0]))
         for est, ref in zip(y_hat[:, 0].cpu().numpy(), target[:, 0].cpu().numpy(), strict=True):
             if _usable(ref):
                 per_item.append(metrics.all_metrics(ref, est, rate, rate_in))
@@ -410,6 +421,15 @@ def _net_config(spec: str, task: Task) -> UNetConfig:
         ) from None
 
 
+def kbps_list(text: str) -> list[int]:
+    """``--kbps``'s value: comma-separated whole kb/s."""
+    try:
+        return [int(k) for k in text.split(",")]
+    except ValueError:
+        msg = f"{text!r} is not a comma-separated list of kb/s"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``wavehost train``."""
     d = TrainConfig()
@@ -468,6 +488,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--w-l1", type=float, default=lc.w_l1, help="time-domain L1 weight")
     p.add_argument("--w-snr", type=float, default=lc.w_snr, help="negative-SNR (dB) loss weight")
     p.add_argument("--w-lsd", type=float, default=lc.w_lsd, help="LSD (the metric) loss weight")
+    p.add_argument("--w-keep", type=float, default=lc.w_keep,
+                   help="weight of the SI-SDR (dB) lost against the dry path")  # fmt: skip
+    p.add_argument(
+        "--kbps",
+        type=kbps_list,
+        default=[],
+        help="mp3-48k: LAME bitrates drawn in training, comma-separated (default 64-192)",
+    )
     p.add_argument("--w-sc", type=float, default=lc.w_sc, help="spectral convergence weight")
     p.add_argument("--w-log-mag", type=float, default=lc.w_log_mag, help="log magnitude weight")
     return p
@@ -516,9 +544,9 @@ def main(argv: list[str] | None = None) -> int:
                 task=args.task, seed=args.seed, batch_size=args.batch_size,
                 segment=args.segment, lr=args.lr, lr_final=args.lr_final,
                 weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip,
-                val_items=args.val_items, select=args.select,
+                val_items=args.val_items, select=args.select, kbps=args.kbps,
                 loss=LossConfig(w_stft=args.w_stft, w_l1=args.w_l1, w_snr=args.w_snr,
-                                w_lsd=args.w_lsd, w_sc=args.w_sc,
+                                w_lsd=args.w_lsd, w_keep=args.w_keep, w_sc=args.w_sc,
                                 w_log_mag=args.w_log_mag),
             )  # fmt: skip
             net_cfg = (
@@ -527,6 +555,11 @@ def main(argv: list[str] | None = None) -> int:
                 else _net_config(args.config or args.task, TASKS[args.task])
             )
         task = TASKS[cfg.task]
+        if cfg.kbps:
+            try:
+                task = with_kbps(task, tuple(cfg.kbps))
+            except ValueError as err:
+                raise DataError(f"--kbps: {err}") from None
         if (net_cfg.rate_in, net_cfg.rate_out) != (task.rate_in, task.rate_out):
             raise DataError(
                 f"--config is a {net_cfg.rate_in} -> {net_cfg.rate_out} Hz network, task "

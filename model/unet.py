@@ -302,14 +302,19 @@ class WaveletUNet(nn.Module):
         return cfg.lookahead + cfg.interp_delay + align
 
     def forward(self, x: Tensor) -> Tensor:
+        dry, residual = self.parts(x)
+        return dry + residual
+
+    def parts(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(dry, residual)``, the two terms of :meth:`forward`'s output, each
+        `(batch, 1, T_in * R)`: the delayed interpolated input and the network's residual."""
         if x.dim() != 3 or x.size(1) != 1:
             raise ValueError(f"expected (batch, 1, time), got {tuple(x.shape)}")
         if x.size(-1) % self.config.block_multiple:
             raise ValueError(
                 f"input length {x.size(-1)} is not a multiple of {self.config.block_multiple}"
             )
-        dry, residual = self.body(x)
-        return dry + residual
+        return self.body(x)
 
     def streaming(self) -> StreamingWaveletUNet:
         """A stateful streaming copy of the current weights, on their device (see

@@ -16,10 +16,10 @@ import soundfile as sf
 import torch
 
 from model.corpora import Manifest, Source, build_dataset
-from model.degrade import degrade_band
+from model.degrade import degrade_band, mp3_channels
 from model.losses import BWELoss, LossConfig
-from model.metrics import lsd, snr
-from model.tasks import TASKS
+from model.metrics import lsd, si_sdr, snr
+from model.tasks import TASKS, with_kbps
 from model.train import TrainPairs, align, epoch_batches, main, train_step
 from model.unet import UNetConfig, WaveletUNet
 
@@ -93,6 +93,45 @@ def test_loss_parts_are_the_metrics() -> None:
     pairs = list(zip(y[:, 0].double().numpy(), y_hat[:, 0].double().numpy(), strict=True))
     assert parts["lsd"] == pytest.approx(np.mean([lsd(r, e, RATE) for r, e in pairs]), 1e-4)
     assert parts["snr"] == pytest.approx(np.mean([snr(r, e) for r, e in pairs]), 1e-4)
+
+
+def test_keep_term_counts_only_the_si_sdr_lost_against_the_dry_path() -> None:
+    """Per item: the SI-SDR the estimate loses against the dry path, 0 where it loses none."""
+    rng = np.random.default_rng(3)
+    y = torch.from_numpy(np.stack([_voice(rng, 0.5) for _ in range(2)]))[:, None]
+    noise = torch.randn(y.shape, generator=torch.Generator().manual_seed(1))
+    dry = y + 0.02 * noise
+    y_hat = y + torch.tensor([0.05, 0.01]).view(2, 1, 1) * noise.flip(-1)  # worse, then better
+    loss_fn = BWELoss(LossConfig(w_stft=0.0, w_l1=0.0, w_keep=2.0))
+    total, parts = loss_fn(y_hat, y, dry)
+    r, d, e = (t[:, 0].double().numpy() for t in (y, dry, y_hat))
+    lost = [si_sdr(r[0], d[0]) - si_sdr(r[0], e[0]), si_sdr(r[1], d[1]) - si_sdr(r[1], e[1])]
+    assert lost[0] > 5 and lost[1] < 0
+    assert parts["keep"] == pytest.approx(lost[0] / 2, rel=1e-4)
+    assert float(total) == pytest.approx(2.0 * parts["keep"], rel=1e-5)
+    assert loss_fn(dry, y, dry)[1]["keep"] == 0.0
+    with pytest.raises(ValueError, match="dry path"):
+        loss_fn(y_hat, y)
+
+
+def test_kbps_sets_the_mp3_training_bitrates() -> None:
+    y = torch.from_numpy(np.stack([_voice(np.random.default_rng(4), 0.3)] * 2))[None]
+    x = with_kbps(TASKS["mp3-48k"], (320,)).train(y, np.random.default_rng(0))
+    assert torch.equal(x[0], torch.from_numpy(mp3_channels(y[0].numpy(), 48000, 320)))
+    with pytest.raises(ValueError, match="choose from"):
+        with_kbps(TASKS["mp3-48k"], (100,))
+    with pytest.raises(ValueError, match="mp3-48k"):
+        with_kbps(TASKS["bwe-8k-16k"], (64,))
+
+
+@pytest.mark.parametrize(("task", "kbps"), [("mp3-48k", "64,100"), ("bwe-8k-16k", "64")])
+def test_bad_kbps_is_one_clear_line(
+    task: str, kbps: str, dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(_args(dataset, tmp_path / "run", "--task", task, "--kbps", kbps)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("wavehost train: --kbps: ")
+    assert not (tmp_path / "run").exists()
 
 
 def test_align_delays_the_target() -> None:
