@@ -10,9 +10,11 @@
 # 1. install the corpora (scripts/install-corpora.sh: Debian packages into the cache),
 # 2. build the cached segment set (wavehost_cmd model.corpora, idempotent),
 # 3. train (wavehost train = model.train) for a fixed budget, resuming RUN_DIR/last.pt if there
-#    is one (use a new RUN_DIR to start from scratch); mp3-restore-48k then gets a second,
-#    fine-tuning stage from RUN_DIR/best.pt into RUN_DIR/ft (lower learning rate, a heavier
-#    waveform loss, so that near-transparent high-bitrate input is left alone),
+#    is one (use a new RUN_DIR to start from scratch); mp3-restore-48k then gets two fine-tuning
+#    stages, each from the stage before's best.pt: RUN_DIR/ft (lower learning rate, a heavier
+#    waveform loss, so that near-transparent high-bitrate input is left alone) and RUN_DIR/ft/keep
+#    (plus the SI-SDR lost against the dry MP3 in the loss, --w-keep, with LAME's 256 and 320 kb/s
+#    among the training bitrates),
 # 4. export the last stage's best.pt to model/weights/NAME.ts (+ .json, and NAME.pt: its
 #    weights-only checkpoint, kept so later code can export the same network); for the two
 #    bandwidth extenders with the default of the plugin's mix parameter chosen on the training
@@ -21,7 +23,8 @@
 # 5. evaluate the plugin against its baselines on the validation split (RUN_DIR/eval*).
 #
 # Environment: WAVEHOST_CACHE (cache root, default ~/.cache/wavehost), TRAIN_MINUTES (default 45),
-# FT_MINUTES (the fine-tuning stage of mp3-restore-48k, default 25; 0 skips it),
+# FT_MINUTES and KEEP_MINUTES (mp3-restore-48k's two fine-tuning stages, default 25 and 42; 0 skips
+# one),
 # TRAIN_THREADS (torch threads, default 1: on a 2-core machine shared with other work one thread
 # trains faster than two), TRAIN_DEVICE (cpu or cuda, default cpu), EVAL_LIMIT (evaluate N validation
 # segments spread evenly over the split; default all).
@@ -46,7 +49,6 @@ case "$name" in
         data=$cache/datasets/speech16k
         dataset=(--speech --out "$data")
         train=(--task bwe-8k-16k --batch-size 16 --segment 4096 --val-items 96)
-        finetune=()
         export=(--channels 1 --band-top 7850)
         calibrate=1
         evals=(soxr) ;;
@@ -57,11 +59,6 @@ case "$name" in
                  --max-file 60 --out "$data")
         task=$([ "$name" = bwe-16k-48k ] && echo bwe-16k-48k || echo mp3-48k)
         train=(--task "$task" --batch-size 8 --segment 8160 --val-items 64)
-        finetune=()
-        if [ "$task" = mp3-48k ]; then
-            finetune=(--task "$task" --batch-size 8 --segment 8160 --val-items 64 --lr 1e-3
-                      --warmup 50 --w-stft 1 --w-lsd 0 --w-l1 100 --w-snr 0.05)
-        fi
         export=(--channels 2 --stereo lr)
         if [ "$name" = bwe-16k-48k ]; then
             calibrate=1; evals=(soxr)
@@ -85,13 +82,24 @@ wavehost_cmd model.train --data "$data" --out "$run" --resume "${train[@]}" \
     --w-stft 1 --w-l1 30 --w-lsd 0 --w-snr 0 --val-every 200 --select val_loss
 
 best=$run/best.pt
-if [ ${#finetune[@]} -gt 0 ] && [ "${FT_MINUTES:-25}" != 0 ]; then
-    stamp "fine-tune into $run/ft"
-    if [ -e "$run/ft/last.pt" ]; then from=(--resume); else from=(--init "$run/best.pt"); fi
-    wavehost_cmd model.train --data "$data" --out "$run/ft" "${from[@]}" "${finetune[@]}" \
-        --minutes "${FT_MINUTES:-25}" --epochs 40 --device "${TRAIN_DEVICE:-cpu}" \
-        --threads "${TRAIN_THREADS:-1}" --seed 1 --val-every 200 --select val_loss
-    best=$run/ft/best.pt
+# finetune SUBDIR MINUTES ARGS...: train on from $best into $run/SUBDIR (resuming its last.pt if
+# there is one) with ARGS over the task's settings; its best.pt becomes $best. MINUTES 0 skips it.
+finetune() {
+    local dir=$run/$1 minutes=$2 from
+    shift 2
+    [ "$minutes" = 0 ] && return
+    stamp "fine-tune into $dir"
+    if [ -e "$dir/last.pt" ]; then from=(--resume); else from=(--init "$best"); fi
+    wavehost_cmd model.train --data "$data" --out "$dir" "${from[@]}" "${train[@]}" "$@" \
+        --minutes "$minutes" --epochs 40 --device "${TRAIN_DEVICE:-cpu}" \
+        --threads "${TRAIN_THREADS:-1}" --seed 1 --warmup 50 --w-stft 1 --w-lsd 0 --w-l1 100 \
+        --w-snr 0.05 --val-every 200 --select val_loss
+    best=$dir/best.pt
+}
+if [ "$name" = mp3-restore-48k ]; then
+    finetune ft "${FT_MINUTES:-25}" --lr 1e-3
+    finetune ft/keep "${KEEP_MINUTES:-42}" --lr 5e-4 --w-keep 1 \
+        --kbps 64,80,96,112,128,160,192,256,320
 fi
 
 mix=1
