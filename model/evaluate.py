@@ -26,8 +26,9 @@ over files. Writes ``metrics.md`` (also printed), ``metrics.json`` and ``spectro
 (input / plugin output / reference of the first file) to ``--out``.
 
 ``--mix-sweep`` runs the plugin once per value of its ``mix`` parameter (``dry + mix * residual``)
-and picks the one to ship (:func:`choose_mix`); run it on the training split (``--split train``)
-so the validation figures stay unseen.
+and picks the one to ship (:func:`choose_mix` for bandwidth extension, :func:`choose_mp3_mix` with
+``--degrade mp3:KBPS``); run it on the training split (``--split train``) so the validation
+figures stay unseen.
 """
 
 from __future__ import annotations
@@ -245,14 +246,46 @@ SNR_SPARE_DB = 0.4  # choose_mix: the SNR a mix may lose to the sinc baseline
 
 
 def choose_mix(means: dict[str, dict[str, float]], mixes: Sequence[float]) -> float:
-    """The ``mix`` to ship from a sweep's mean metrics (rows ``mix_row(m)``): the lowest LSD
-    among the values whose SNR is at most :data:`SNR_SPARE_DB` below the sinc baseline's (the
-    bandwidth-extension issue allows 0.5 dB), or the highest-SNR value if none is."""
+    """The ``mix`` to ship a bandwidth extender with, from a sweep's mean metrics (rows
+    ``mix_row(m)``): the lowest LSD among the values whose SNR is at most :data:`SNR_SPARE_DB`
+    below the sinc baseline's (the bandwidth-extension issue allows 0.5 dB), or the highest-SNR
+    value if none is."""
     floor = means["sinc"]["snr"] - SNR_SPARE_DB
     ok = [m for m in mixes if means[mix_row(m)]["snr"] >= floor]
     if not ok:
         return max(mixes, key=lambda m: means[mix_row(m)]["snr"])
     return min(ok, key=lambda m: means[mix_row(m)]["lsd"])
+
+
+GAIN_SE = 2.0  # choose_mp3_mix: standard errors the SI-SDR gain must stand above zero
+
+
+def si_sdr_gain_bound(files: Sequence[dict[str, Any]], row: str) -> float:
+    """Lower bound of the SI-SDR ``row`` gains over the decoded MP3 (dB): the mean over files
+    less :data:`GAIN_SE` standard errors (files whose SI-SDR is not finite left out)."""
+    gains = np.array([f["metrics"][row]["si_sdr"] - f["metrics"]["mp3"]["si_sdr"] for f in files])
+    gains = gains[np.isfinite(gains)]
+    if gains.size < 2:
+        return float(gains.mean()) if gains.size else math.nan
+    return float(gains.mean() - GAIN_SE * gains.std(ddof=1) / math.sqrt(gains.size))
+
+
+def choose_mp3_mix(files: Sequence[dict[str, Any]], mixes: Sequence[float]) -> float:
+    """The ``mix`` an MP3 restorer may use at one bitrate, from a sweep's per-file metrics: the
+    largest value whose SI-SDR gain over the MP3 is :data:`GAIN_SE` standard errors above zero
+    (the restoration issue: never below the MP3), or the one nearest to that if none is. The
+    largest, because restoration at low bitrates grows with the mix; sweep every bitrate and ship
+    the smallest of the choices."""
+    bounds = {m: si_sdr_gain_bound(files, mix_row(m)) for m in mixes}
+    ok = [m for m in mixes if bounds[m] >= 0.0]
+    return max(ok) if ok else max(mixes, key=lambda m: bounds[m])
+
+
+def mix_rule(degrade: str) -> str:
+    """The rule :func:`evaluate` chose the mix by, in words, for the report."""
+    if degrade.startswith("mp3:"):
+        return f"largest with SI-SDR above the MP3's by {GAIN_SE:g} standard errors"
+    return f"lowest LSD with SNR >= sinc - {SNR_SPARE_DB} dB"
 
 
 def mix_row(mix: float) -> str:
@@ -276,10 +309,10 @@ def evaluate(
     ``out``; return the JSON dict. ``mixes``: run the plugin at each of these ``mix`` values
     instead of as loaded, and report :func:`choose_mix`'s pick as ``"chosen_mix"``."""
     info = plugin.info
-    if mixes and ("mix" not in info.parameters or degrade != "soxr"):
+    if mixes and ("mix" not in info.parameters or degrade == "mix"):
         raise EvalError(
             f"--mix-sweep needs a plugin with a mix parameter ({info.name} has "
-            f"{', '.join(info.parameters) or 'none'}) and --degrade soxr"
+            f"{', '.join(info.parameters) or 'none'}) and --degrade soxr or mp3:KBPS"
         )
     if mixes:
         lo, hi, default_mix = info.parameters["mix"]
@@ -330,9 +363,12 @@ def evaluate(
         f"degradation {degrade}"
     )
     table = _markdown(means, title)
-    chosen = choose_mix(means, mixes) if mixes else None
+    chosen = None
+    if mixes:
+        mp3 = degrade.startswith("mp3:")
+        chosen = choose_mp3_mix(files, mixes) if mp3 else choose_mix(means, mixes)
     if chosen is not None:
-        table += f"\n\nchosen mix: {chosen:.2f} (lowest LSD with SNR >= sinc - {SNR_SPARE_DB} dB)"
+        table += f"\n\nchosen mix: {chosen:.2f} ({mix_rule(degrade)})"
     report = {
         "plugin": asdict(info),
         "data": str(data),

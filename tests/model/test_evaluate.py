@@ -15,7 +15,7 @@ from torch import nn
 
 from model.baselines import cubic_spline, sinc
 from model.corpora import SegmentDataset, build_dataset
-from model.evaluate import choose_mix, main, mix_row
+from model.evaluate import choose_mix, choose_mp3_mix, main, mix_row, si_sdr_gain_bound
 from model.export import export_plugin
 from model.metrics import all_metrics, mean_over_files
 from model.unet import UNetConfig, WaveletUNet
@@ -253,6 +253,32 @@ def test_choose_mix_takes_the_lowest_lsd_within_the_snr_allowance() -> None:
     assert choose_mix(means, [0.5, 0.7, 1.0]) == 0.5
 
 
+def test_choose_mp3_mix_takes_the_largest_mix_that_keeps_the_mp3s_si_sdr() -> None:
+    def files(gains: dict[float, list[float]]) -> list[dict]:
+        n = len(next(iter(gains.values())))
+        return [
+            {
+                "metrics": {
+                    "mp3": {"si_sdr": 30.0},
+                    **{mix_row(m): {"si_sdr": 30.0 + g[i]} for m, g in gains.items()},
+                }
+            }
+            for i in range(n)
+        ]
+
+    sure = [0.02, 0.03, 0.025, 0.035]  # mean 0.0275 dB, standard error 0.0032
+    spread = [0.1, -0.08, 0.09, -0.07]  # mean 0.01 dB, but 0.046 of standard error
+    below = [-0.01, -0.02, -0.015, -0.012]
+    assert si_sdr_gain_bound(files({0.5: sure}), mix_row(0.5)) == pytest.approx(0.0210, abs=1e-4)
+    assert choose_mp3_mix(files({0.5: sure, 0.8: spread, 1.0: below}), [0.5, 0.8, 1.0]) == 0.5
+    assert choose_mp3_mix(files({0.5: sure, 0.8: sure, 1.0: below}), [0.5, 0.8, 1.0]) == 0.8
+    # none above: the one nearest to it
+    assert choose_mp3_mix(files({0.5: spread, 1.0: below}), [0.5, 1.0]) == 1.0
+    # a file whose SI-SDR is not finite (silence) does not count
+    nan = files({0.5: [*sure, math.nan], 1.0: [*sure, math.nan]})
+    assert choose_mp3_mix(nan, [0.5, 1.0]) == 1.0
+
+
 def test_mix_sweep_on_the_training_split_and_export_with_the_choice(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -283,6 +309,31 @@ def test_mix_sweep_on_the_training_split_and_export_with_the_choice(
     assert main([*args, "--plugin", str(halved), "--out", str(out), "--split", "train"]) == 0
     got = json.loads((out / "metrics.json").read_text())["mean"]["plugin"]
     assert got == pytest.approx(mean[mix_row(0.5)], rel=1e-6)
+
+
+def test_mix_sweep_on_mp3_input_keeps_the_mp3s_si_sdr(tmp_path: Path) -> None:
+    net = WaveletUNet(
+        UNetConfig(levels=2, base_channels=4, lookahead=5, rate_in=48000, rate_out=48000)
+    )
+    gen = torch.Generator().manual_seed(0)
+    for p in net.parameters():
+        nn.init.normal_(p, std=0.3, generator=gen)  # a residual far from any restoration
+    plugin = export_plugin(net, tmp_path / "mp3.ts", name="mp3", channels=2)
+    (tmp_path / "music").mkdir()
+    x = np.stack([speechlike(0, 1.0, 48000), speechlike(1, 1.0, 48000)], axis=1)
+    sf.write(tmp_path / "music" / "m.flac", x, 48000)
+    out = tmp_path / "sweep"
+    args = ["--plugin", str(plugin), "--data", str(tmp_path / "music"), "--out", str(out)]
+    assert main([*args, "--degrade", "mp3:64", "--mix-sweep", "0,0.5,1", "--no-progress"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    mean = report["mean"]
+    assert set(mean) == {mix_row(0.0), mix_row(0.5), mix_row(1.0), "mp3"}
+    assert mean[mix_row(0.0)] == mean["mp3"]  # mix 0 is the decoded MP3 itself, aligned
+    assert mean[mix_row(1.0)]["si_sdr"] < mean["mp3"]["si_sdr"] - 1.0
+    assert report["chosen_mix"] == 0.0 == choose_mp3_mix(report["files"], [0.0, 0.5, 1.0])
+    assert (
+        "chosen mix: 0.00 (largest with SI-SDR above the MP3's" in (out / "metrics.md").read_text()
+    )
 
 
 def test_mix_sweep_needs_a_mix_parameter(
