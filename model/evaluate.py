@@ -281,13 +281,6 @@ def choose_mp3_mix(files: Sequence[dict[str, Any]], mixes: Sequence[float]) -> f
     return max(ok) if ok else max(mixes, key=lambda m: bounds[m])
 
 
-def mix_rule(degrade: str) -> str:
-    """The rule :func:`evaluate` chose the mix by, in words, for the report."""
-    if degrade.startswith("mp3:"):
-        return f"largest with SI-SDR above the MP3's by {GAIN_SE:g} standard errors"
-    return f"lowest LSD with SNR >= sinc - {SNR_SPARE_DB} dB"
-
-
 def mix_row(mix: float) -> str:
     """The table row of the plugin run at parameter ``mix``."""
     return f"plugin, mix {mix:.2f}"
@@ -307,7 +300,8 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate ``plugin`` on ``data`` (a dataset: its ``split`` segments); write the reports to
     ``out``; return the JSON dict. ``mixes``: run the plugin at each of these ``mix`` values
-    instead of as loaded, and report :func:`choose_mix`'s pick as ``"chosen_mix"``."""
+    instead of as loaded, and report the pick (:func:`choose_mp3_mix` with an ``mp3:KBPS``
+    degradation, else :func:`choose_mix`) as ``"chosen_mix"``."""
     info = plugin.info
     if mixes and ("mix" not in info.parameters or degrade == "mix"):
         raise EvalError(
@@ -365,10 +359,13 @@ def evaluate(
     table = _markdown(means, title)
     chosen = None
     if mixes:
-        mp3 = degrade.startswith("mp3:")
-        chosen = choose_mp3_mix(files, mixes) if mp3 else choose_mix(means, mixes)
-    if chosen is not None:
-        table += f"\n\nchosen mix: {chosen:.2f} ({mix_rule(degrade)})"
+        if degrade.startswith("mp3:"):
+            chosen = choose_mp3_mix(files, mixes)
+            rule = f"largest with SI-SDR above the MP3's by {GAIN_SE:g} standard errors"
+        else:
+            chosen = choose_mix(means, mixes)
+            rule = f"lowest LSD with SNR >= sinc - {SNR_SPARE_DB} dB"
+        table += f"\n\nchosen mix: {chosen:.2f} ({rule})"
     report = {
         "plugin": asdict(info),
         "data": str(data),

@@ -44,6 +44,7 @@ wavehost_cmd() {
     python -c 'import importlib, sys; sys.exit(importlib.import_module(sys.argv[1]).main(sys.argv[2:]))' "$@"
 }
 
+grid=0.3,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.9,1  # the mix sweep's values
 case "$name" in
     bwe-8k-16k)
         corpora=(--speech)
@@ -60,7 +61,11 @@ case "$name" in
         task=$([ "$name" = bwe-16k-48k ] && echo bwe-16k-48k || echo mp3-48k)
         train=(--task "$task" --batch-size 8 --segment 8160 --val-items 64)
         export=(--channels 2 --stereo lr)
-        if [ "$name" = bwe-16k-48k ]; then evals=(soxr); else evals=(mp3:64 mp3:96 mp3:128 mp3:192); fi ;;
+        if [ "$name" = bwe-16k-48k ]; then
+            evals=(soxr)
+        else  # one mix choice per bitrate: the smallest is shipped
+            evals=(mp3:64 mp3:96 mp3:128 mp3:192) grid=0.5,0.6,0.7,0.8,0.9,1
+        fi ;;
     *) echo "train-plugin: unknown plugin $name (bwe-8k-16k, bwe-16k-48k or mp3-restore-48k)" >&2
        exit 2 ;;
 esac
@@ -101,14 +106,14 @@ fi
 stamp "choose the mix on the training split"
 sweep=$run/mix-sweep
 wavehost_cmd model.export --checkpoint "$best" --out "$sweep/$name.ts" --name "$name" "${export[@]}"
-if [ "$name" = mp3-restore-48k ]; then grid=0.5,0.6,0.7,0.8,0.9,1; else
-    grid=0.3,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.9,1; fi
-for how in "${evals[@]}"; do  # for mp3-restore-48k one choice per bitrate: the smallest is shipped
+reports=()
+for how in "${evals[@]}"; do
     wavehost_cmd model.evaluate --plugin "$sweep/$name.ts" --data "$data" --out "$sweep/${how/:/}" \
         --degrade "$how" --split train --limit 96 --mix-sweep "$grid" --no-progress
+    reports+=("$sweep/${how/:/}/metrics.json")
 done
 mix=$(python -c 'import json, sys; print(min(json.load(open(p))["chosen_mix"] for p in sys.argv[1:]))' \
-    "$sweep"/*/metrics.json)
+    "${reports[@]}")
 
 stamp "export $weights (mix $mix)"
 wavehost_cmd model.export --checkpoint "$best" --out "$weights" --name "$name" "${export[@]}" \
