@@ -45,6 +45,7 @@ wavehost_cmd() {
 }
 
 grid=0.3,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.9,1  # the mix sweep's values
+l1=30  # weight of the time-domain L1 term in the first stage's loss
 case "$name" in
     bwe-8k-16k)
         corpora=(--speech)
@@ -52,7 +53,7 @@ case "$name" in
         dataset=(--speech --out "$data")
         train=(--task bwe-8k-16k --batch-size 16 --segment 4096 --val-items 96)
         export=(--channels 1 --band-top 7850)
-        evals=(soxr) ;;
+        evals=(soxr) l1=100 ;;
     bwe-16k-48k|mp3-restore-48k)
         corpora=(--speech --music)
         data=$cache/datasets/music-speech48k-stereo
@@ -80,7 +81,7 @@ stamp "train into $run"
 wavehost_cmd model.train --data "$data" --out "$run" --resume "${train[@]}" \
     --minutes "${TRAIN_MINUTES:-45}" --epochs 40 --device "${TRAIN_DEVICE:-cpu}" \
     --threads "${TRAIN_THREADS:-1}" --seed 0 --lr 3e-3 --warmup 100 \
-    --w-stft 1 --w-l1 30 --w-lsd 0 --w-snr 0 --val-every 200 --select val_loss
+    --w-stft 1 --w-l1 "$l1" --w-lsd 0 --w-snr 0 --val-every 200 --select val_loss
 
 best=$run/best.pt
 # finetune SUBDIR MINUTES ARGS...: train on from $best into $run/SUBDIR (resuming its last.pt if
