@@ -20,7 +20,9 @@ the decoded MP3 itself; training inputs use the random degradations of model.deg
 Checkpoints are dicts with ``config`` (``UNetConfig.to_dict()``), ``model`` (state_dict),
 ``optimizer``, ``train`` (this run's settings), ``epoch``, ``batch`` (batches done in
 ``epoch``), ``step``, ``elapsed_s``, ``best``, ``torch_rng`` and ``metrics`` (that
-validation's); they load with ``torch.load(path, weights_only=True)``.
+validation's); they load with ``torch.load(path, weights_only=True)``. With ``--ema D`` the
+network validated, saved as ``model`` and exported is the moving average of the trained weights
+(model.ema), and ``raw`` holds the trained weights themselves, from which ``--resume`` goes on.
 
 Exit codes: 0 done, 1 stopped on a non-finite loss (last good checkpoint kept), 2 bad input.
 """
@@ -46,6 +48,7 @@ from tqdm import tqdm
 
 from model import metrics
 from model.corpora import Manifest, SegmentDataset, spread_indices
+from model.ema import WeightEMA
 from model.export import load_checkpoint
 from model.losses import BWELoss, LossConfig
 from model.tasks import TASKS, Task, with_kbps
@@ -100,6 +103,7 @@ class TrainConfig:
     val_items: int = 256
     select: str = "val_loss"
     kbps: list[int] = field(default_factory=list)  # mp3-48k's training bitrates; empty: 64-192
+    ema: float = 0.0  # decay per step of the weights' moving average (model.ema); 0: none
     loss: LossConfig = field(default_factory=LossConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -469,6 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument(
+        "--ema", type=float, default=d.ema,
+        help="validate, save and export a moving average of the weights with this decay per "
+        "step, e.g. 0.999 (0: the trained weights themselves)",
+    )  # fmt: skip
+    p.add_argument(
         "--segment", type=int, default=d.segment, help="training crop, output-rate samples"
     )
     p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate")
@@ -544,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
                 task=args.task, seed=args.seed, batch_size=args.batch_size,
                 segment=args.segment, lr=args.lr, lr_final=args.lr_final,
                 weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip,
-                val_items=args.val_items, select=args.select, kbps=args.kbps,
+                val_items=args.val_items, select=args.select, kbps=args.kbps, ema=args.ema,
                 loss=LossConfig(w_stft=args.w_stft, w_l1=args.w_l1, w_snr=args.w_snr,
                                 w_lsd=args.w_lsd, w_keep=args.w_keep, w_sc=args.w_sc,
                                 w_log_mag=args.w_log_mag),
@@ -567,6 +576,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.epochs is not None:
             cfg.epochs = args.epochs
+        if not 0.0 <= cfg.ema < 1.0:
+            raise DataError(f"--ema {cfg.ema}: a decay per step in [0, 1), e.g. 0.999")
         seed_everything(cfg.seed)
         net = (init if init is not None else WaveletUNet(net_cfg)).to(device)
         multiple = net_cfg.ratio * net_cfg.block_multiple
@@ -578,8 +589,11 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch, batch0, step, elapsed0 = 0, 0, 0, 0.0
     best = math.inf
+    ema = WeightEMA(net, cfg.ema) if cfg.ema > 0 else None
+    shown = net if ema is None else ema.shadow  # the network validated, saved and exported
     if ckpt is not None:
-        net.load_state_dict(ckpt["model"])
+        net.load_state_dict(ckpt["model"] if ema is None else ckpt["raw"])
+        shown.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         epoch, batch0, step = int(ckpt["epoch"]), int(ckpt["batch"]), int(ckpt["step"])
         elapsed0, best = float(ckpt["elapsed_s"]), float(ckpt["best"])
@@ -620,7 +634,7 @@ def main(argv: list[str] | None = None) -> int:
     def checkpoint() -> None:
         """Validate, log a CSV row, save last.pt (and best.pt when better), redraw the curves."""
         nonlocal best, sums, n
-        val = validate(net, loss_fn, val_loader, device)
+        val = validate(shown, loss_fn, val_loader, device)
         elapsed = elapsed0 + time.monotonic() - t0
         row = {
             "epoch": round(epoch + batch0 / steps_per_epoch, 4), "step": step,
@@ -630,11 +644,13 @@ def main(argv: list[str] | None = None) -> int:
         append_csv(out / "log.csv", row)
         score = sign * val[cfg.select]
         state = {
-            "config": net_cfg.to_dict(), "model": net.state_dict(), "optimizer": opt.state_dict(),
-            "train": cfg.to_dict(), "epoch": epoch, "batch": batch0, "step": step,
-            "elapsed_s": elapsed, "best": min(best, score), "torch_rng": torch.get_rng_state(),
-            "metrics": val,
+            "config": net_cfg.to_dict(), "model": shown.state_dict(),
+            "optimizer": opt.state_dict(), "train": cfg.to_dict(), "epoch": epoch,
+            "batch": batch0, "step": step, "elapsed_s": elapsed, "best": min(best, score),
+            "torch_rng": torch.get_rng_state(), "metrics": val,
         }  # fmt: skip
+        if ema is not None:
+            state["raw"] = net.state_dict()
         if score < best:
             best = score
             save_atomic(state, best_path)
@@ -667,6 +683,8 @@ def main(argv: list[str] | None = None) -> int:
                     file=sys.stderr,
                 )
                 return 1
+            if ema is not None:
+                ema.update(net, step)
             step, batch0, n = step + 1, batch0 + 1, n + 1
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + v

@@ -17,6 +17,7 @@ import torch
 
 from model.corpora import Manifest, Source, build_dataset
 from model.degrade import degrade_band, mp3_channels
+from model.export import load_checkpoint
 from model.losses import BWELoss, LossConfig
 from model.metrics import lsd, si_sdr, snr
 from model.tasks import TASKS, with_kbps
@@ -184,6 +185,36 @@ def test_init_fine_tunes_from_a_checkpoint(dataset: Path, tmp_path: Path) -> Non
     again[again.index("--out") + 1] = str(tmp_path / "other")
     assert main(again) == 2  # --init brings its own network
     assert not (tmp_path / "other").exists()
+
+
+def test_ema_saves_the_average_and_resumes_exactly(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--ema``: the trained weights (``raw``) follow the very path of a run without it, the
+    checkpoint's ``model`` (what is validated and exported) is their moving average, and a
+    resumed run ends where an uninterrupted one does."""
+    plain, whole, split = tmp_path / "plain", tmp_path / "whole", tmp_path / "split"
+    ema = ("--epochs", "2", "--ema", "0.9")
+    assert main(_args(dataset, plain, "--epochs", "2")) == 0
+    assert main(_args(dataset, whole, *ema)) == 0
+    assert main(_args(dataset, split, *ema, "--max-steps", "3")) == 0
+    assert main(_args(dataset, split, "--resume")) == 0
+    p, a, b = (torch.load(d / "last.pt", weights_only=True) for d in (plain, whole, split))
+    assert a["train"]["ema"] == b["train"]["ema"] == 0.9 and "raw" not in p
+    for k, v in p["model"].items():
+        assert torch.equal(v, a["raw"][k]) and torch.equal(v, b["raw"][k]), k
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    net = load_checkpoint(whole / "last.pt")  # the loader of `wavehost export` takes the average
+    lag = {k for k, v in a["model"].items() if not torch.equal(v, a["raw"][k])}
+    assert lag == {k for k, _ in net.named_parameters()}  # the buffers are the fixed filters
+    assert a["metrics"] == b["metrics"] != p["metrics"]
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, a["model"][k]), k
+
+    capsys.readouterr()
+    assert main(_args(dataset, tmp_path / "bad", "--ema", "1")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--ema 1.0" in err[0], err
 
 
 def _n_train(dataset: Path) -> int:
