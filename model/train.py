@@ -576,10 +576,12 @@ def main(argv: list[str] | None = None) -> int:
             )
         if args.epochs is not None:
             cfg.epochs = args.epochs
-        if not 0.0 <= cfg.ema < 1.0:
-            raise DataError(f"--ema {cfg.ema}: a decay per step in [0, 1), e.g. 0.999")
         seed_everything(cfg.seed)
         net = (init if init is not None else WaveletUNet(net_cfg)).to(device)
+        try:
+            ema = WeightEMA(net, cfg.ema) if cfg.ema != 0 else None
+        except ValueError as err:
+            raise DataError(f"--ema {cfg.ema}: {err}; give e.g. 0.999, or 0 for none") from None
         multiple = net_cfg.ratio * net_cfg.block_multiple
         train_set, val_set = open_data(args.data, cfg, task, multiple)
     except DataError as err:
@@ -589,11 +591,11 @@ def main(argv: list[str] | None = None) -> int:
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch, batch0, step, elapsed0 = 0, 0, 0, 0.0
     best = math.inf
-    ema = WeightEMA(net, cfg.ema) if cfg.ema > 0 else None
     shown = net if ema is None else ema.shadow  # the network validated, saved and exported
     if ckpt is not None:
-        net.load_state_dict(ckpt["model"] if ema is None else ckpt["raw"])
         shown.load_state_dict(ckpt["model"])
+        if ema is not None:
+            net.load_state_dict(ckpt["raw"])
         opt.load_state_dict(ckpt["optimizer"])
         epoch, batch0, step = int(ckpt["epoch"]), int(ckpt["batch"]), int(ckpt["step"])
         elapsed0, best = float(ckpt["elapsed_s"]), float(ckpt["best"])
