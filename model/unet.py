@@ -8,6 +8,7 @@ Data flow, at the output rate ``rate_out`` (``R = rate_out / rate_in``, an integ
     context:          h = h + act(conv_d(h))     (dilated causal convs, d in config.context)
     decoder level l:  h = act(conv_l(cat[IDWT(h), g_l])),
                       g_l = s * sigmoid(conv1x1(s)),  s = e_l delayed to line up with IDWT(h)
+                      (gate "deep": g_l = s * sigmoid(conv1x1(cat[s, IDWT(h)])))
     y = u delayed by (filter-bank alignment + lookahead) + tanh(conv1x1(h))
 
 so with the output conv at zero (its initial state) the network is exactly the delayed
@@ -47,6 +48,9 @@ class UNetConfig:
     ``context``: dilations of residual causal convs (kernel ``kernel_size``) after the
     bottleneck, at ``rate_out / 2**levels``: they widen the receptive field into the past by
     ``(kernel_size - 1) * sum(context) * 2**levels`` output samples at no cost in latency.
+    ``gate``: what opens a decoder level's skip: ``"skip"`` the skip itself (``s * sigmoid(
+    conv1x1(s))``), ``"deep"`` the skip and the up-sampled deep path together (``s * sigmoid(
+    conv1x1(cat[s, IDWT(h)]))``), so the coarse, long-context levels can scale the fine ones.
 
     The defaults are the 8 -> 16 kHz speech model: widths [32, 48], kernel 5, 106 k parameters;
     latency 42 (lookahead) + 1 (interpolator) + 21 (db4 alignment, 2 levels) = 64 samples (4 ms);
@@ -66,6 +70,7 @@ class UNetConfig:
     rate_out: int = 16000
     interp_zeros: int = 0
     context: list[int] = field(default_factory=list)
+    gate: str = "skip"
 
     def __post_init__(self) -> None:
         if self.levels < 1:
@@ -80,6 +85,8 @@ class UNetConfig:
             raise ValueError("lookahead and interp_zeros must be >= 0 and kernel_size >= 1")
         if any(d < 1 for d in self.context):
             raise ValueError(f"context dilations must be >= 1, got {self.context}")
+        if self.gate not in ("skip", "deep"):
+            raise ValueError(f"gate must be 'skip' or 'deep', got {self.gate!r}")
         wavelet_delay(self.wavelet)  # raises ValueError for an unknown wavelet
 
     @property
@@ -142,19 +149,28 @@ def sinc_interpolator(ratio: int, zeros: int) -> Synthesis:
 
 class Decoder(nn.Module):
     """One decoder level: ``act(conv(cat[up(h), gate(delay(skip))]))`` with the gated skip
-    ``s * sigmoid(conv1x1(s))``. ``channel_dim``: 1 offline, 2 in the time-major streaming form."""
+    ``s * sigmoid(conv1x1(s))``, or with ``deep_gate`` ``s * sigmoid(conv1x1(cat[s, up(h)]))``.
+    ``channel_dim``: 1 offline, 2 in the time-major streaming form."""
 
     def __init__(
-        self, up: nn.Module, delay: nn.Module, gate: nn.Module, conv: nn.Module, channel_dim: int
+        self,
+        up: nn.Module,
+        delay: nn.Module,
+        gate: nn.Module,
+        conv: nn.Module,
+        channel_dim: int,
+        deep_gate: bool = False,
     ) -> None:
         super().__init__()
         self.up, self.delay, self.gate, self.conv = up, delay, gate, conv
-        self.channel_dim = channel_dim
+        self.channel_dim, self.deep_gate = channel_dim, deep_gate
 
     def forward(self, h: Tensor, skip: Tensor) -> Tensor:
         s = self.delay(skip)
-        s = s * torch.sigmoid(self.gate(s))
-        return act(self.conv(torch.cat([self.up(h), s], self.channel_dim)))
+        u = self.up(h)
+        g = torch.cat([s, u], self.channel_dim) if self.deep_gate else s
+        s = s * torch.sigmoid(self.gate(g))
+        return act(self.conv(torch.cat([u, s], self.channel_dim)))
 
     def clear(self, batch: int) -> None:
         """Zero the caches for ``batch`` streams (streaming form only)."""
@@ -173,7 +189,7 @@ class Decoder(nn.Module):
     def streaming(self) -> Decoder:
         """The same level with streaming submodules."""
         parts = (self.up, self.delay, self.gate, self.conv)
-        return Decoder(*(p.streaming() for p in parts), channel_dim=2)
+        return Decoder(*(p.streaming() for p in parts), channel_dim=2, deep_gate=self.deep_gate)
 
 
 class Body(nn.Module):
@@ -263,6 +279,7 @@ class WaveletUNet(nn.Module):
         encoders = [CausalConv(1, c[0], k)]
         encoders += [AnalysisConv(DWT(c[lv - 1], wav), c[lv], k) for lv in range(1, n)]
         decoders = []
+        gate_in = 2 if config.gate == "deep" else 1  # the gate sees the skip (and the deep path)
         for lv in reversed(range(n)):
             out_ch = 2 * c[lv - 1] if lv else c[0]
             align = step * (2 ** (n - lv) - 1)  # deep-path delay at this level's rate
@@ -270,9 +287,10 @@ class WaveletUNet(nn.Module):
                 Decoder(
                     IDWT(c[lv], wav),
                     Delay(align, c[lv]),
-                    CausalConv(c[lv], c[lv], 1),
+                    CausalConv(gate_in * c[lv], c[lv], 1),
                     CausalConv(2 * c[lv], out_ch, k),
                     channel_dim=1,
+                    deep_gate=config.gate == "deep",
                 )
             )
         context = [CausalConv(2 * c[-1], 2 * c[-1], k, dilation=d) for d in config.context]

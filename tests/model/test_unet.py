@@ -20,6 +20,7 @@ TINY = [
     UNetConfig(levels=2, base_channels=4, lookahead=2, rate_in=16000, rate_out=48000,
                interp_zeros=3),
     UNetConfig(levels=2, base_channels=4, lookahead=1, interp_zeros=2, context=[1, 3, 2]),
+    UNetConfig(levels=3, base_channels=3, lookahead=2, interp_zeros=2, gate="deep"),
 ]  # fmt: skip
 
 
@@ -140,6 +141,35 @@ def test_config_round_trip_and_refusals() -> None:
         UNetConfig(wavelet="morl")
     with pytest.raises(ValueError, match="context dilations"):
         UNetConfig(context=[2, 0])
+    with pytest.raises(ValueError, match="gate must be"):
+        UNetConfig(gate="both")
+    old = {k: v for k, v in cfg.to_dict().items() if k != "gate"}  # a checkpoint from before
+    assert UNetConfig.from_dict(old).gate == "skip"
+
+
+def test_deep_gate_opens_the_skip_by_the_deep_path_too() -> None:
+    """With the deep path's half of each gate at zero, the "deep" gate is the "skip" gate; with
+    it non-zero, the deep path changes how much of the skip passes."""
+    cfg = UNetConfig(levels=2, base_channels=4, lookahead=1, interp_zeros=2)
+    skip = _randomize(WaveletUNet(cfg))
+    deep = WaveletUNet(UNetConfig(**{**cfg.to_dict(), "gate": "deep"}))
+    theirs = dict(skip.named_parameters())
+    x = _signal(cfg, 40, batch=1, seed=2)
+    with torch.no_grad():
+        for name, p in deep.named_parameters():
+            q = theirs[name]
+            if ".gate." in name and name.endswith("weight"):
+                c = q.size(1)  # the gate's input: [skip (c channels), deep path (c channels)]
+                assert p.shape == (q.size(0), 2 * c, 1)
+                p.zero_()
+                p[:, :c] = q
+            else:
+                p.copy_(q)
+        torch.testing.assert_close(deep(x), skip(x))
+        for name, p in deep.named_parameters():
+            if ".gate." in name and name.endswith("weight"):
+                p[:, p.size(1) // 2 :] = 1.0
+        assert (deep(x) - skip(x)).abs().max() > 1e-3
 
 
 def test_bad_input_shape_or_length_is_refused() -> None:
