@@ -24,7 +24,7 @@ with more channels keep their first two).
 The train/validation split is by group (the first folder below the source root: a klettres
 language folder, a fillets-ng level folder), never by segment; a source with a single group is
 split by file. Groups are shuffled with ``seed`` and taken into validation until ``val_fraction``
-of the source's files are there.
+of the source's files are there; ``val_fraction`` 1 holds every group out (a test set).
 
 On-disk format (``out_dir``):
 
@@ -115,8 +115,8 @@ class Source:
         """The audio files of this source, sorted."""
         if not self.root.is_dir():
             raise CorpusError(
-                f"corpus folder {self.root} does not exist "
-                f"(install the corpora: scripts/install-corpora.sh --speech)"
+                f"corpus folder {self.root} does not exist (install the corpora: "
+                f"scripts/install-corpora.sh with --speech, --music or --unseen)"
             )
         found = sorted(
             p
@@ -146,6 +146,18 @@ def speech_sources(root: Path | None = None) -> list[Source]:
     return [
         Source("klettres", root / "usr/share/klettres", "*/*/*.ogg", "GPL-2+"),
         Source("fillets-cs", root / "usr/share/games/fillets-ng/sound", "**/cs/*.ogg", "GPL-2+"),
+    ]
+
+
+def unseen_speech_sources(root: Path | None = None) -> list[Source]:
+    """Real speech no shipped network was trained on, for a held-out test of the 8 -> 16 kHz
+    plugin (``scripts/install-corpora.sh --unseen``): ktuberling-data (words read in 17 languages
+    by KDE volunteers; the ``sr@*`` folders repeat ``sr`` and are skipped) and
+    fillets-ng-data-nl (the Dutch dub of the game whose Czech dialogue is in training)."""
+    root = corpora_root() if root is None else root
+    return [
+        Source("ktuberling", root / "usr/share/ktuberling/sounds", "[a-z][a-z]/*", "GPL-2+"),
+        Source("fillets-nl", root / "usr/share/games/fillets-ng/sound", "**/nl/*.ogg", "GPL-2"),
     ]
 
 
@@ -331,8 +343,11 @@ class _ShardWriter:
 def _split_groups(
     groups: dict[str, int], val_fraction: float, rng: np.random.Generator
 ) -> set[str]:
-    """Validation groups (name → file count): shuffled, until ``val_fraction`` of the files."""
+    """Validation groups (name → file count): shuffled, until ``val_fraction`` of the files;
+    at least one group stays in training, unless ``val_fraction`` is 1 (a held-out test set)."""
     names = sorted(groups)
+    if val_fraction >= 1:
+        return set(names)
     if len(names) < 2 or val_fraction <= 0:
         return set()
     order = rng.permutation(len(names))
@@ -652,6 +667,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("folders", nargs="*", type=Path, help="extra source folders")
     p.add_argument("--speech", action="store_true", help="klettres-data + fillets-ng-data-cs")
     p.add_argument("--music", action="store_true", help="the music packages")
+    p.add_argument(
+        "--unseen-speech",
+        action="store_true",
+        help="ktuberling-data + fillets-ng-data-nl, all held out (a test set: --val-fraction 1)",
+    )
     p.add_argument("--out", type=Path, help="dataset folder (default: cache/datasets/NAME)")
     p.add_argument("--rate", type=int, default=16000, help="target rate, Hz")
     p.add_argument("--segment", type=float, default=2.0, help="segment length, s")
@@ -661,7 +681,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--channels", type=int, choices=(1, 2), default=1, help="1 mono, 2 stereo")
     p.add_argument("--min-rate", type=int, help="lowest file rate accepted, Hz (default --rate)")
     p.add_argument("--max-file", type=float, help="seconds kept per file, from its middle")
-    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--val-fraction", type=float, help="share of files held out (default 0.1, 1 for a test set)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument(
@@ -679,24 +701,32 @@ def main(argv: list[str] | None = None) -> int:
         sources += speech_sources()
     if args.music:
         sources += music_sources()
+    if args.unseen_speech:
+        if sources:
+            p.error("--unseen-speech is a test set of its own: give it without other sources")
+        sources += unseen_speech_sources()
     if not sources and args.val_pieces is None:
-        p.error("give --speech, --music or source folders")
+        p.error("give --speech, --music, --unseen-speech or source folders")
     try:
         if args.val_pieces is not None:
             written = export_pieces(args.out, args.val_pieces)
             print(f"wrote {len(written)} pieces to {args.val_pieces}")
             return 0
-        kind = "-".join(k for k in ("music", "speech") if getattr(args, k)) or "custom"
+        kinds = ("music", "speech", "unseen_speech")
+        kind = "-".join(k for k in kinds if getattr(args, k)).replace("_", "-") or "custom"
         stereo = "-stereo" if args.channels == 2 else ""
         out = args.out or cache_root() / "datasets" / f"{kind}{args.rate // 1000}k{stereo}"
         min_band = args.min_band if args.min_band is not None else round(0.46875 * args.rate)
+        val_fraction = args.val_fraction
+        if val_fraction is None:
+            val_fraction = 1.0 if args.unseen_speech else 0.1
         manifest = build_dataset(
             sources,
             out,
             rate=args.rate,
             segment_s=args.segment,
             min_band_hz=min_band,
-            val_fraction=args.val_fraction,
+            val_fraction=val_fraction,
             seed=args.seed,
             channels=args.channels,
             min_rate=args.min_rate,

@@ -2,8 +2,11 @@
 # Install the training corpora of notes/corpora.md WITHOUT touching the system:
 # `apt-get download` each Debian package into a cache and unpack it there with `dpkg-deb -x`.
 #
-#   scripts/install-corpora.sh [--speech] [--music] [--all]   (default: --speech)
+#   scripts/install-corpora.sh [--speech] [--music] [--all] [--unseen]   (default: --speech)
 #
+# --all is --speech --music (the training corpora); --unseen adds real speech no shipped network
+# was trained on, the held-out test set of the 8 -> 16 kHz plugin (python -m model.corpora
+# --unseen-speech).
 # Cache: ${WAVEHOST_CACHE:-~/.cache/wavehost}/debs/{pkgs,root}; the audio lands under
 # .../debs/root/usr/share/... . Idempotent: a package already unpacked (stamp file) is skipped.
 # Prints one line per package and the unpacked root at the end.
@@ -11,8 +14,9 @@ set -euo pipefail
 
 SPEECH=(klettres-data fillets-ng-data-cs)
 MUSIC=(wesnoth-1.16-music warzone2100-music singularity-music drascula-music sonic-pi-samples)
+UNSEEN=(ktuberling-data fillets-ng-data-nl)
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 want=()
 for arg in "$@"; do
@@ -20,8 +24,9 @@ for arg in "$@"; do
         --speech) want+=("${SPEECH[@]}") ;;
         --music) want+=("${MUSIC[@]}") ;;
         --all) want+=("${SPEECH[@]}" "${MUSIC[@]}") ;;
+        --unseen) want+=("${UNSEEN[@]}") ;;
         -h|--help) usage; exit 0 ;;
-        *) echo "install-corpora: unknown option $arg (use --speech, --music or --all)" >&2; exit 2 ;;
+        *) echo "install-corpora: unknown option $arg (use --speech, --music, --all or --unseen)" >&2; exit 2 ;;
     esac
 done
 [ ${#want[@]} -eq 0 ] && want=("${SPEECH[@]}")

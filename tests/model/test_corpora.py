@@ -18,6 +18,7 @@ from model.corpora import (
     export_pieces,
     main,
     measure_bandwidth,
+    unseen_speech_sources,
 )
 
 RATE_SRC = 32000
@@ -115,6 +116,48 @@ def test_deterministic_and_built_once(corpus: Path, tmp_path: Path) -> None:
     assert (tmp_path / "a" / "manifest.json").stat().st_mtime_ns == stamp
     with pytest.raises(CorpusError, match="other settings"):
         build(corpus, tmp_path / "a", segment_s=0.25)
+
+
+def test_val_fraction_one_holds_every_group_out(corpus: Path, tmp_path: Path) -> None:
+    """A test set: every speaker folder in validation, none in training (a fraction just under 1
+    still leaves one group to train on)."""
+    m = build(corpus, tmp_path / "test", val_fraction=1.0)
+    assert m.data["splits"]["train"]["segments"] == 0 and not m.data["splits"]["train"]["groups"]
+    assert len(m.data["splits"]["val"]["groups"]) == 4
+    assert len(SegmentDataset(m, "val")) > 0 and len(SegmentDataset(m, "train")) == 0
+    almost = build(corpus, tmp_path / "almost", val_fraction=0.99)
+    assert len(almost.data["splits"]["train"]["groups"]) == 1
+
+
+def test_unseen_speech_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The held-out speech set takes ktuberling's language folders (not the ``sr@*`` copies of
+    ``sr``) and the Dutch fillets-ng dub (not the Czech one, which is in training), all held out
+    by default; it is refused beside training sources."""
+    root = tmp_path / "cache" / "debs" / "root"
+    words = root / "usr/share/ktuberling/sounds"
+    for lang in ("en", "fr", "sr", "sr@latin"):
+        write(words / lang / "hat.wav", utterance(len(lang)))
+    (words / "en.soundtheme").write_text("<theme/>")
+    game = root / "usr/share/games/fillets-ng/sound"
+    for level, lang in (("start", "nl"), ("cave", "nl"), ("start", "cs")):
+        write(game / level / lang / "line.ogg", utterance(len(level)))
+    kt, nl = unseen_speech_sources(root)
+    assert sorted(str(f.relative_to(words)) for f in kt.files()) == [
+        "en/hat.wav",
+        "fr/hat.wav",
+        "sr/hat.wav",
+    ]
+    assert sorted(str(f.relative_to(game)) for f in nl.files()) == [
+        "cave/nl/line.ogg",
+        "start/nl/line.ogg",
+    ]
+    monkeypatch.setenv("WAVEHOST_CACHE", str(tmp_path / "cache"))
+    assert main(["--unseen-speech", "--segment", "0.5"]) == 0
+    m = Manifest.load(tmp_path / "cache" / "datasets" / "unseen-speech16k")
+    assert m.data["val_fraction"] == 1.0 and m.data["splits"]["train"]["segments"] == 0
+    assert len(m.data["splits"]["val"]["groups"]) == 5
+    with pytest.raises(SystemExit):
+        main(["--unseen-speech", "--speech"])
 
 
 def test_single_folder_splits_by_file(tmp_path: Path) -> None:
