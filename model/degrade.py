@@ -15,12 +15,20 @@ MP3 (:func:`mp3_roundtrip`, :func:`degrade_mp3`): LAME (lameenc) CBR encoding at
 random) bitrate, joint stereo for two channels (LAME's default mode), decoding with soundfile,
 and removal of the encoder + decoder delay (:data:`MP3_DELAY` samples) so the decoded signal
 lines up with the input sample for sample.
+
+Dull references (:func:`dull`, training only, ``wavehost train --dull P``): real recordings differ
+in spectral tilt (microphone, room, an earlier low-pass), and a network trained only on bright
+ones fills a dull recording's missing band at the level a bright one would have. With
+probability ``P`` a training reference passes, before its degradation, through the magnitude of
+a first-order low-pass (−6 dB per octave) with a cut-off drawn log-uniformly in
+:data:`DULL_CUTOFF_HZ`; input and target both come from the dulled reference.
 """
 
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +39,7 @@ RATE_WIDE = 16000
 FILTER_KINDS = ("fir_hann", "fir_hamming", "fir_blackman", "fir_kaiser", "butter", "cheby1")
 MU = 255.0
 _PAD_S = 0.064  # zero padding on each side before the DFT-domain filter, seconds
+DULL_CUTOFF_HZ = (1000.0, 8000.0)
 MP3_KBPS = (64, 80, 96, 112, 128, 160, 192)  # LAME's CBR bitrates in the range of issue 6
 LAME_KBPS = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)  # MPEG-1 layer III
 
@@ -185,16 +194,41 @@ def apply_params(
     if len(params) != x.shape[0]:
         raise ValueError(f"{len(params)} parameter sets for a batch of {x.shape[0]}")
     t = x.shape[-1]
-    pad = round(_PAD_S * rate)
-    n_fft = t + 2 * pad
-    mags = torch.from_numpy(np.stack([response(p, n_fft, rate) for p in params])).float()
-    spec = torch.fft.rfft(torch.nn.functional.pad(x.detach().float().cpu(), (pad, pad)), n=n_fft)
-    y = torch.fft.irfft(spec * mags[:, None, :], n=n_fft)[..., pad : pad + t]
+    y = _zero_phase(x, lambda n_fft: np.stack([response(p, n_fft, rate) for p in params]), rate)
     y = y[..., 0 : factor * (t // factor) : factor].contiguous()
     use_mulaw = torch.tensor([p.mulaw for p in params])
     if use_mulaw.any():
         y[use_mulaw] = mulaw_decode(mulaw_encode(y[use_mulaw]))
     return y.to(x.device)
+
+
+def _zero_phase(x: torch.Tensor, mags: Callable[[int], np.ndarray], rate: int) -> torch.Tensor:
+    """``x`` (batch, channels, time) at ``rate`` Hz through zero-phase filters: ``mags(n_fft)``
+    gives one magnitude response per example, ``(batch or 1, n_fft // 2 + 1)``, applied in the
+    DFT domain over the signal zero-padded by ``_PAD_S`` on each side. Float32 on the CPU."""
+    t = x.shape[-1]
+    pad = round(_PAD_S * rate)
+    n_fft = t + 2 * pad
+    gains = torch.from_numpy(mags(n_fft)).float()
+    spec = torch.fft.rfft(torch.nn.functional.pad(x.detach().float().cpu(), (pad, pad)), n=n_fft)
+    return torch.fft.irfft(spec * gains[:, None, :], n=n_fft)[..., pad : pad + t]
+
+
+def dull(x: torch.Tensor, cutoff_hz: float, rate: int) -> torch.Tensor:
+    """``x`` (batch, channels, time) at ``rate`` Hz through the magnitude of a first-order
+    low-pass at ``cutoff_hz`` (−3 dB there, −6 dB per octave above), zero-phase, so it stays
+    sample-aligned; float32 on ``x``'s device."""
+
+    def gain(n_fft: int) -> np.ndarray:
+        return _butter_mag(np.fft.rfftfreq(n_fft, 1.0 / rate), cutoff_hz, 1, rate)[None]
+
+    return _zero_phase(x, gain, rate).to(x.device)
+
+
+def draw_dull(rng: np.random.Generator) -> float:
+    """A cut-off for :func:`dull`, Hz, log-uniform in :data:`DULL_CUTOFF_HZ`."""
+    lo, hi = DULL_CUTOFF_HZ
+    return float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
 
 
 def _generator(rng: np.random.Generator | int | None) -> np.random.Generator:

@@ -48,6 +48,7 @@ from tqdm import tqdm
 
 from model import metrics
 from model.corpora import Manifest, SegmentDataset, spread_indices
+from model.degrade import draw_dull, dull
 from model.ema import WeightEMA
 from model.export import load_checkpoint
 from model.losses import BWELoss, LossConfig
@@ -104,6 +105,7 @@ class TrainConfig:
     select: str = "val_loss"
     kbps: list[int] = field(default_factory=list)  # mp3-48k's training bitrates; empty: 64-192
     ema: float = 0.0  # decay per step of the weights' moving average (model.ema); 0: none
+    dull: float = 0.0  # probability of a dulled training reference (model.degrade.dull)
     loss: LossConfig = field(default_factory=LossConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,7 +131,9 @@ class TrainPairs(Dataset):
     samples of context on each side (the zero-phase filters and the MP3 encoder see real signal,
     not padding) and keeps the crop: input sample ``k`` lines up with target sample
     ``factor * k``. The crop is ``length`` (``<= 0``: the whole item) rounded down to a multiple
-    of ``multiple`` (itself a multiple of ``factor``). :meth:`set_epoch` selects the epoch.
+    of ``multiple`` (itself a multiple of ``factor``). With probability ``dull`` the item is first
+    dulled (:func:`model.degrade.dull`, a random cut-off), target and input alike.
+    :meth:`set_epoch` selects the epoch.
     """
 
     def __init__(
@@ -140,9 +144,10 @@ class TrainPairs(Dataset):
         task: Task,
         multiple: int = 2,
         margin: int = 1536,
+        dull: float = 0.0,
     ) -> None:
         self.wide, self.length, self.seed, self.task = wide, length, seed, task
-        self.multiple, self.epoch = multiple, 0
+        self.multiple, self.epoch, self.dull = multiple, 0, dull
         self.margin = margin - margin % task.factor
 
     def set_epoch(self, epoch: int) -> None:
@@ -160,9 +165,12 @@ class TrainPairs(Dataset):
         length -= length % self.multiple
         start = f * int(rng.integers(0, (n - length) // f + 1))
         lo, hi = max(0, start - self.margin), min(n, start + length + self.margin)
-        x = self.task.train(y[None, :, lo:hi], rng)[0]
+        y = y[None, :, lo:hi]
+        if self.dull > 0 and rng.random() < self.dull:
+            y = dull(y, draw_dull(rng), self.task.rate_out)
+        x = self.task.train(y, rng)[0]
         off = (start - lo) // f
-        return x[..., off : off + length // f].contiguous(), y[..., start : start + length]
+        return x[..., off : off + length // f].contiguous(), y[0, :, off * f : off * f + length]
 
 
 class ValPairs(Dataset):
@@ -225,7 +233,7 @@ def open_data(
         )
     if n_val == 0:
         raise DataError(f"{root}: no validation segments")
-    train = TrainPairs(train_wide, cfg.segment, cfg.seed, task, multiple)
+    train = TrainPairs(train_wide, cfg.segment, cfg.seed, task, multiple, dull=cfg.dull)
     keep = spread_indices(n_val, cfg.val_items)
     return train, Subset(ValPairs(val_wide, task, multiple), keep)
 
@@ -505,6 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="mp3-48k: LAME bitrates drawn in training, comma-separated (default 64-192)",
     )
+    p.add_argument(
+        "--dull", type=float, default=d.dull,
+        help="probability that a training reference is dulled first (a first-order low-pass, "
+        "cut-off 1-8 kHz), so the network follows the input's tilt (0: never)",
+    )  # fmt: skip
     p.add_argument("--w-sc", type=float, default=lc.w_sc, help="spectral convergence weight")
     p.add_argument("--w-log-mag", type=float, default=lc.w_log_mag, help="log magnitude weight")
     return p
@@ -554,6 +567,7 @@ def main(argv: list[str] | None = None) -> int:
                 segment=args.segment, lr=args.lr, lr_final=args.lr_final,
                 weight_decay=args.weight_decay, warmup=args.warmup, grad_clip=args.grad_clip,
                 val_items=args.val_items, select=args.select, kbps=args.kbps, ema=args.ema,
+                dull=args.dull,
                 loss=LossConfig(w_stft=args.w_stft, w_l1=args.w_l1, w_snr=args.w_snr,
                                 w_lsd=args.w_lsd, w_keep=args.w_keep, w_sc=args.w_sc,
                                 w_log_mag=args.w_log_mag),
@@ -569,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
                 task = with_kbps(task, tuple(cfg.kbps))
             except ValueError as err:
                 raise DataError(f"--kbps: {err}") from None
+        if not 0 <= cfg.dull <= 1:
+            raise DataError(f"--dull {cfg.dull}: a probability, give a value in [0, 1]")
         if (net_cfg.rate_in, net_cfg.rate_out) != (task.rate_in, task.rate_out):
             raise DataError(
                 f"--config is a {net_cfg.rate_in} -> {net_cfg.rate_out} Hz network, task "

@@ -13,6 +13,8 @@ from model.degrade import (
     DegradeParams,
     apply_params,
     degrade_band,
+    draw_dull,
+    dull,
     mp3_roundtrip,
     mulaw_decode,
     mulaw_encode,
@@ -49,6 +51,23 @@ def test_shapes_rates_dtype() -> None:
     assert stereo.shape == (2, 2, 1600)
     with pytest.raises(ValueError, match="batch, channels, time"):
         degrade_band(torch.zeros(2, 16000), 0)
+
+
+def test_dull_is_a_zero_phase_first_order_low_pass() -> None:
+    """-3 dB at the cut-off, -6 dB per octave above it (bilinear: steeper towards Nyquist),
+    nothing below, no delay; the cut-offs drawn cover 1-8 kHz."""
+    rate, fc = 16000, 1000.0
+    for freq, expect in ((200.0, -0.2), (1000.0, -3.0), (2000.0, -7.3), (4000.0, -14.2)):
+        x = tone(freq)
+        y = dull(x, fc, rate)
+        assert y.shape == x.shape and y.dtype == torch.float32
+        assert level_db(y, freq, rate) == pytest.approx(expect, abs=0.3), freq
+    low = tone(200.0)
+    mid = slice(1000, -1000)
+    gain = float((dull(low, fc, rate)[..., mid] * low[..., mid]).sum() / low[..., mid].pow(2).sum())
+    assert gain == pytest.approx(0.98, abs=0.01)  # in phase: the projection keeps the level
+    cuts = [draw_dull(np.random.default_rng(s)) for s in range(200)]
+    assert 1000 <= min(cuts) < 1300 and 6000 < max(cuts) <= 8000
 
 
 def test_seeded() -> None:

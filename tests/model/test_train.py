@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 
 from model.corpora import Manifest, Source, build_dataset
-from model.degrade import degrade_band, mp3_channels
+from model.degrade import degrade_band, draw_dull, dull, mp3_channels
 from model.export import load_checkpoint
 from model.losses import BWELoss, LossConfig
 from model.metrics import lsd, si_sdr, snr
@@ -281,3 +281,24 @@ def test_train_pairs_line_up_per_task(task: str) -> None:
     assert float(err.pow(2).mean() / y.pow(2).mean()) < 0.01
     pairs.set_epoch(1)
     assert not torch.equal(pairs[1][1], y)  # another crop
+
+
+def test_dulled_pairs_share_the_dulled_reference() -> None:
+    """With ``dull`` 1 every target is its crop of the dulled item and the input is degraded from
+    it (a high tone loses the same level in both); with ``dull`` 0 nothing changes."""
+    t = TASKS["bwe-8k-16k"]
+    n = np.arange(t.rate_out)
+    item = torch.from_numpy((0.5 * np.sin(2 * np.pi * 3000 * n / t.rate_out))[None].astype("f4"))
+    plain = TrainPairs([item], length=4800, seed=0, task=t, multiple=48)
+    dulled = TrainPairs([item], length=4800, seed=0, task=t, multiple=48, dull=1.0)
+    x0, y0 = plain[0]
+    x1, y1 = dulled[0]
+    rng = np.random.default_rng((0, 0, 0))
+    start = t.factor * int(rng.integers(0, (t.rate_out - 4800) // t.factor + 1))
+    rng.random()  # the draw that decides whether to dull
+    expect = dull(item[None], draw_dull(rng), t.rate_out)[0, :, start : start + 4800]
+    torch.testing.assert_close(y1, expect, atol=1e-5, rtol=0)
+    loss_y = float(y1.pow(2).mean() / item[:, start : start + 4800].pow(2).mean())
+    loss_x = float(x1.pow(2).mean() / x0.pow(2).mean())
+    assert loss_y < 0.5 and loss_x == pytest.approx(loss_y, rel=0.15)
+    assert torch.equal(TrainPairs([item], 4800, 0, t, 48, dull=0.0)[0][1], y0)
