@@ -21,7 +21,9 @@
 #    first export in RUN_DIR/mix-sweep): for the two bandwidth extenders the lowest LSD whose SNR
 #    is within 0.4 dB of sinc's; for mp3-restore-48k the largest mix whose SI-SDR stays above the
 #    MP3's (by two standard errors) at each of 64, 96, 128 and 192 kb/s,
-# 5. evaluate the plugin against its baselines on the validation split (RUN_DIR/eval*).
+# 5. evaluate the plugin against its baselines on the validation split (RUN_DIR/eval*); for
+#    bwe-8k-16k also on real speech no network was trained on (RUN_DIR/eval-unseen: the
+#    unseen-speech16k test set of model/data/DATA.md).
 #
 # Environment: WAVEHOST_CACHE (cache root, default ~/.cache/wavehost), TRAIN_MINUTES (default 45),
 # FT_MINUTES and KEEP_MINUTES (mp3-restore-48k's two fine-tuning stages, default 25 and 42; 0 skips
@@ -45,6 +47,7 @@ wavehost_cmd() {
 }
 
 grid=0.3,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.9,1  # the mix sweep's values
+unseen=()  # python -m model.corpora's option for a test set of recordings no network saw
 l1=30  # weight of the time-domain L1 term in the first stage's loss
 case "$name" in
     bwe-8k-16k)
@@ -53,7 +56,7 @@ case "$name" in
         dataset=(--speech --out "$data")
         train=(--task bwe-8k-16k --batch-size 16 --segment 4096 --val-items 96)
         export=(--channels 1 --band-top 7850)
-        evals=(soxr) l1=100 ;;
+        evals=(soxr) l1=100 unseen=(--unseen-speech) ;;
     bwe-16k-48k|mp3-restore-48k)
         corpora=(--speech --music)
         data=$cache/datasets/music-speech48k-stereo
@@ -125,5 +128,13 @@ for how in "${evals[@]}"; do
     wavehost_cmd model.evaluate --plugin "$weights" --data "$data" --out "$run/eval-${how/:/}" \
         --degrade "$how" --no-progress ${EVAL_LIMIT:+--limit "$EVAL_LIMIT"}
 done
+
+if [ ${#unseen[@]} -gt 0 ]; then
+    stamp "evaluate on real speech no network was trained on"
+    scripts/install-corpora.sh --unseen
+    wavehost_cmd model.corpora "${unseen[@]}"
+    wavehost_cmd model.evaluate --plugin "$weights" --data "$cache/datasets/unseen-speech16k" \
+        --out "$run/eval-unseen" --degrade soxr --no-progress
+fi
 
 stamp "done: $weights, reports in $run/eval-*/metrics.md"
