@@ -171,7 +171,10 @@ class Engine:
         self._miss_log = np.zeros(64, np.int64)  # callback index of the first 64 misses
         self._debt = 0  # wet frames owed to the timeline: discard them when they arrive
         self._in_ring = Ring(64 * b, ch)
-        self._out_ring = Ring(64 * b + self.buffered, ch)
+        # after a stall the worker may write a whole input ring of late frames, behind the frames
+        # in flight (the prime and the grown margin) and a block fed meanwhile, before the
+        # callback skips the late ones: a smaller ring would drop a block and shift the timeline
+        self._out_ring = Ring(self._in_ring.capacity + self.buffered + self.max_margin + b, ch)
         self._fed = 0  # frames that will come out of the worker (the prime included)
         self._taken = 0  # frames read or skipped from the output ring
         self._gaps = _Gaps((self._in_ring.capacity + self._out_ring.capacity) // b + 2)
