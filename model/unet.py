@@ -279,7 +279,7 @@ class WaveletUNet(nn.Module):
         encoders = [CausalConv(1, c[0], k)]
         encoders += [AnalysisConv(DWT(c[lv - 1], wav), c[lv], k) for lv in range(1, n)]
         decoders = []
-        gate_in = 2 if config.gate == "deep" else 1  # the gate sees the skip (and the deep path)
+        deep = config.gate == "deep"  # the gate sees the skip (and the deep path)
         for lv in reversed(range(n)):
             out_ch = 2 * c[lv - 1] if lv else c[0]
             align = step * (2 ** (n - lv) - 1)  # deep-path delay at this level's rate
@@ -287,10 +287,10 @@ class WaveletUNet(nn.Module):
                 Decoder(
                     IDWT(c[lv], wav),
                     Delay(align, c[lv]),
-                    CausalConv(gate_in * c[lv], c[lv], 1),
+                    CausalConv((2 if deep else 1) * c[lv], c[lv], 1),
                     CausalConv(2 * c[lv], out_ch, k),
                     channel_dim=1,
-                    deep_gate=config.gate == "deep",
+                    deep_gate=deep,
                 )
             )
         context = [CausalConv(2 * c[-1], 2 * c[-1], k, dilation=d) for d in config.context]

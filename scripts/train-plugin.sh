@@ -47,7 +47,7 @@ wavehost_cmd() {
 }
 
 grid=0.3,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.9,1  # the mix sweep's values
-unseen=()  # python -m model.corpora's option for a test set of recordings no network saw
+unseen=""  # the test set of recordings no network saw (python -m model.corpora --unseen-speech)
 l1=30  # weight of the time-domain L1 term in the first stage's loss
 case "$name" in
     bwe-8k-16k)
@@ -56,7 +56,7 @@ case "$name" in
         dataset=(--speech --out "$data")
         train=(--task bwe-8k-16k --batch-size 16 --segment 4096 --val-items 96)
         export=(--channels 1 --band-top 7850)
-        evals=(soxr) l1=100 unseen=(--unseen-speech) ;;
+        evals=(soxr) l1=100 unseen=$cache/datasets/unseen-speech16k ;;
     bwe-16k-48k|mp3-restore-48k)
         corpora=(--speech --music)
         data=$cache/datasets/music-speech48k-stereo
@@ -129,12 +129,12 @@ for how in "${evals[@]}"; do
         --degrade "$how" --no-progress ${EVAL_LIMIT:+--limit "$EVAL_LIMIT"}
 done
 
-if [ ${#unseen[@]} -gt 0 ]; then
+if [ -n "$unseen" ]; then
     stamp "evaluate on real speech no network was trained on"
     scripts/install-corpora.sh --unseen
-    wavehost_cmd model.corpora "${unseen[@]}"
-    wavehost_cmd model.evaluate --plugin "$weights" --data "$cache/datasets/unseen-speech16k" \
-        --out "$run/eval-unseen" --degrade soxr --no-progress
+    wavehost_cmd model.corpora --unseen-speech --out "$unseen"
+    wavehost_cmd model.evaluate --plugin "$weights" --data "$unseen" --out "$run/eval-unseen" \
+        --degrade soxr --no-progress
 fi
 
 stamp "done: $weights, reports in $run/eval-*/metrics.md"
