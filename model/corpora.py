@@ -10,6 +10,10 @@ file, in order:
 3. ``band``: mix to mono and measure the bandwidth — the highest frequency whose long-term level
    (Welch mean of Hann-windowed power spectra, smoothed over ~200 Hz) is within 60 dB of the peak
    level in 0.2–4 kHz — and drop files below ``min_band_hz`` (e.g. 7.5 kHz for 16 kHz targets);
+   ``holes`` (only with ``max_holes`` below 1): drop files whose octave below ``min_band_hz`` is
+   empty (its mean level more than 50 dB under the frame's from 0.2 kHz to ``min_band_hz / 2``)
+   in more than ``max_holes`` of their loud frames — a long-term band can hide a coder that
+   emptied it frame by frame (low-bitrate Vorbis does), and such a file is no wideband reference;
 4. ``silent``: trim leading and trailing silence (20 ms frames 40 dB below the loudest) and drop
    files with less than 0.25 s left;
 5. keep at most ``max_file_s`` seconds from the middle of the file (long music tracks would
@@ -32,19 +36,21 @@ On-disk format (``out_dir``):
 
     {"format": "wavehost-segments/1", "rate": 16000, "segment_samples": 32000,
      "segment_s": 2.0, "min_band_hz": 7500.0, "val_fraction": 0.1, "seed": 0,
-     "channels": 1, "min_rate": 16000, "max_file_s": null,
+     "channels": 1, "min_rate": 16000, "max_file_s": null, "max_holes": 1.0,
      "sources": [{"name", "root", "pattern", "licence"}],
      "splits": {"train": {"shards": [{"file": "train-000.npy", "segments": 1024}],
                           "segments": N, "seconds": S, "groups": ["source/group", ...]},
                 "val": {...}},
-     "filters": {source: {"found" | "unreadable" | "rate" | "band" | "silent" | "kept":
-                          {"files": n, "seconds": s}}},
-     "files": [{"path", "source", "group", "split", "rate", "seconds", "band_hz", "status"}]}
+     "filters": {source: {"found" | "unreadable" | "rate" | "band" | "holes" | "silent" |
+                          "kept": {"files": n, "seconds": s}}},
+     "files": [{"path", "source", "group", "split", "rate", "seconds", "band_hz", "holes",
+                "status"}]}
 
   ``seconds`` in ``filters`` are the files' durations before trimming; ``status`` is ``kept`` or
   the name of the filter that dropped the file.
-  (``channels``, ``min_rate`` and ``max_file_s`` are absent from sets built before they existed:
-  1, ``rate`` and no cap.)
+  (``channels``, ``min_rate``, ``max_file_s`` and ``max_holes`` are absent from sets built before
+  they existed: 1, ``rate``, no cap and 1; so is the ``holes`` filter. A file's ``holes`` is its
+  share of emptied loud frames, present where it was measured.)
 - ``{split}-{k:03d}.npy``: float32 arrays of shape ``(segments, segment_samples)`` (mono) or
   ``(segments, channels, segment_samples)`` at ``rate`` Hz; read them with
   :class:`SegmentDataset` (memory-mapped), which gives ``(channels, segment_samples)`` either way.
@@ -78,9 +84,12 @@ FORMAT = "wavehost-segments/1"
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
 BAND_FLOOR_DB = 60.0
 BAND_REF_HZ = (200.0, 4000.0)
+HOLE_LOUD_DB = 20.0  # measure_holes: the frames that count, dB under the loudest
+HOLE_DB = 50.0  # measure_holes: an octave this far under the band below it is empty
 MIN_VOICED_S = 0.25
 SHARD_SEGMENTS = 1024
-FILTERS = ("found", "unreadable", "rate", "band", "silent", "kept")
+UNSEEN_MAX_HOLES = 0.2  # --unseen-speech: a test set's references must be wideband
+FILTERS = ("found", "unreadable", "rate", "band", "holes", "silent", "kept")
 READ_ERRORS = (sf.LibsndfileError, RuntimeError, ValueError)  # soundfile on a file it can't decode
 
 
@@ -195,23 +204,44 @@ def music_sources(root: Path | None = None) -> list[Source]:
     ]
 
 
-def measure_bandwidth(x: np.ndarray, rate: int, floor_db: float = BAND_FLOOR_DB) -> float:
-    """Bandwidth of a mono signal in Hz: the highest frequency whose long-term level is within
-    ``floor_db`` dB of the peak level in 0.2–4 kHz (0 for silence)."""
+def _frame_spectra(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(freqs, power)`` of a mono signal: Hann-windowed power spectra of ~20 Hz bins, half
+    overlapping; ``power`` is (frames, bins)."""
     n_fft = 1 << int(np.ceil(np.log2(rate / 20)))  # ~20 Hz bins
     x = np.asarray(x, dtype=np.float64)
     if len(x) < n_fft:
         x = np.pad(x, (0, n_fft - len(x)))
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[:: n_fft // 2]
-    power = np.mean(np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2, axis=0)
-    width = max(1, round(200.0 * n_fft / rate))
-    power = np.convolve(power, np.ones(width) / width, mode="same")
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / rate)
+    power = np.abs(np.fft.rfft(frames * np.hanning(n_fft), axis=-1)) ** 2
+    return np.fft.rfftfreq(n_fft, 1.0 / rate), power
+
+
+def measure_bandwidth(x: np.ndarray, rate: int, floor_db: float = BAND_FLOOR_DB) -> float:
+    """Bandwidth of a mono signal in Hz: the highest frequency whose long-term level (the mean
+    of :func:`_frame_spectra`, smoothed over ~200 Hz) is within ``floor_db`` dB of the peak
+    level in 0.2–4 kHz (0 for silence)."""
+    freqs, power = _frame_spectra(x, rate)
+    width = max(1, round(200.0 / freqs[1]))
+    power = np.convolve(power.mean(axis=0), np.ones(width) / width, mode="same")
     ref = power[(freqs >= BAND_REF_HZ[0]) & (freqs <= BAND_REF_HZ[1])].max()
     if ref <= 0:
         return 0.0
     above = np.nonzero(power >= ref * 10 ** (-floor_db / 10))[0]
     return float(freqs[above[-1]])
+
+
+def measure_holes(x: np.ndarray, rate: int, from_hz: float) -> float:
+    """The share of a mono signal's loud frames (:func:`_frame_spectra`; within
+    :data:`HOLE_LOUD_DB` dB of the loudest by their mean level in 0.2 kHz–``from_hz``) whose
+    octave above ``from_hz`` Hz is more than :data:`HOLE_DB` dB under that level: frames whose
+    high band a coder emptied (low-bitrate Vorbis zeroes bands frame by frame). 0 for silence."""
+    freqs, power = _frame_spectra(x, rate)
+    low = power[:, (freqs >= BAND_REF_HZ[0]) & (freqs < from_hz)].mean(axis=1)
+    high = power[:, (freqs >= from_hz) & (freqs < 2 * from_hz)].mean(axis=1)
+    if low.max() <= 0:
+        return 0.0
+    loud = low >= low.max() * 10 ** (-HOLE_LOUD_DB / 10)
+    return float((high < low * 10 ** (-HOLE_DB / 10))[loud].mean())
 
 
 def _trim(x: np.ndarray, rate: int) -> np.ndarray:
@@ -299,13 +329,22 @@ class Manifest:
             f"dataset {self.dir}: {self.rate} Hz, {self.channels} channel(s), "
             f"{self.data['segment_s']} s segments, "
             f"band >= {self.data['min_band_hz']:.0f} Hz (within {BAND_FLOOR_DB:.0f} dB of the "
-            f"0.2-4 kHz peak)",
+            f"0.2-4 kHz peak)"
+            + (
+                f", high band empty in at most {holes:.0%} of loud frames"
+                if (holes := self.data.get("max_holes", 1.0)) < 1.0
+                else ""
+            ),
             "",
             "| source | " + " | ".join(FILTERS) + " |",
             "|---|" + "---|" * len(FILTERS),
         ]
         for name, stats in self.data["filters"].items():
-            cells = [f"{stats[k]['files']} / {stats[k]['seconds'] / 60:.1f} min" for k in FILTERS]
+            none = {"files": 0, "seconds": 0.0}  # a filter newer than the set
+            cells = [
+                f"{stats.get(k, none)['files']} / {stats.get(k, none)['seconds'] / 60:.1f} min"
+                for k in FILTERS
+            ]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
         for split, info in self.data["splits"].items():
@@ -418,6 +457,7 @@ def build_dataset(
     channels: int = 1,
     min_rate: int | None = None,
     max_file_s: float | None = None,
+    max_holes: float = 1.0,
     overwrite: bool = False,
     progress: bool = True,
 ) -> Manifest:
@@ -426,11 +466,15 @@ def build_dataset(
     ``rate``: target rate, Hz; ``segment_s``: segment length, s; ``min_band_hz``: the measured
     bandwidth a file needs to be a target, Hz; ``channels``: 1 (mono mix) or 2 (stereo);
     ``min_rate``: the lowest file rate accepted, Hz (default ``rate``); ``max_file_s``: seconds
-    kept per file (from its middle; ``None``: all). An existing dataset with the same settings
-    is returned as is; one with other settings needs ``overwrite``. Raises :class:`CorpusError`.
+    kept per file (from its middle; ``None``: all); ``max_holes``: the largest share of a file's
+    loud frames whose octave below ``min_band_hz`` may be empty (:func:`measure_holes`; 1:
+    no check). An existing dataset with the same settings is returned as is; one with other
+    settings needs ``overwrite``. Raises :class:`CorpusError`.
     """
     if channels not in (1, 2):
         raise CorpusError(f"channels must be 1 or 2, not {channels}")
+    if not 0.0 <= max_holes <= 1.0:
+        raise CorpusError(f"max_holes is a share of frames in [0, 1], not {max_holes}")
     min_rate = rate if min_rate is None else min_rate
     out = Path(out_dir)
     srcs = [s if isinstance(s, Source) else Source(Path(s).name, Path(s)) for s in sources]
@@ -446,6 +490,7 @@ def build_dataset(
         "channels": channels,
         "min_rate": min_rate,
         "max_file_s": max_file_s,
+        "max_holes": max_holes,
         "sources": [
             {"name": s.name, "root": str(s.root), "pattern": s.pattern, "licence": s.licence}
             for s in srcs
@@ -453,7 +498,13 @@ def build_dataset(
     }
     if (out / "manifest.json").is_file() and not overwrite:
         manifest = Manifest.load(out)
-        old = {"channels": 1, "min_rate": manifest.rate, "max_file_s": None, **manifest.data}
+        old = {
+            "channels": 1,
+            "min_rate": manifest.rate,
+            "max_file_s": None,
+            "max_holes": 1.0,
+            **manifest.data,
+        }
         if all(old.get(k) == v for k, v in settings.items()):
             return manifest
         raise CorpusError(
@@ -519,6 +570,13 @@ def build_dataset(
                     count("band", seconds)
                     entry["status"] = "band"
                     continue
+                if max_holes < 1.0:
+                    holes = measure_holes(x.mean(axis=1), sr, min_band_hz / 2)
+                    entry["holes"] = round(holes, 3)
+                    if holes > max_holes:
+                        count("holes", seconds)
+                        entry["status"] = "holes"
+                        continue
                 voiced = _trim(x, sr)
                 if len(voiced) < MIN_VOICED_S * sr:
                     count("silent", seconds)
@@ -670,7 +728,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--unseen-speech",
         action="store_true",
-        help="ktuberling-data + fillets-ng-data-nl, all held out (a test set: --val-fraction 1)",
+        help="ktuberling-data + fillets-ng-data-nl, all held out (a test set: --val-fraction 1, "
+        f"--max-holes {UNSEEN_MAX_HOLES})",
     )
     p.add_argument("--out", type=Path, help="dataset folder (default: cache/datasets/NAME)")
     p.add_argument("--rate", type=int, default=16000, help="target rate, Hz")
@@ -683,6 +742,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-file", type=float, help="seconds kept per file, from its middle")
     p.add_argument(
         "--val-fraction", type=float, help="share of files held out (default 0.1, 1 for a test set)"
+    )
+    p.add_argument(
+        "--max-holes",
+        type=float,
+        help="drop files whose octave below --min-band is empty in more than this share of "
+        "their loud frames (default 1: no check)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
@@ -720,6 +785,9 @@ def main(argv: list[str] | None = None) -> int:
         val_fraction = args.val_fraction
         if val_fraction is None:
             val_fraction = 1.0 if args.unseen_speech else 0.1
+        max_holes = args.max_holes
+        if max_holes is None:
+            max_holes = UNSEEN_MAX_HOLES if args.unseen_speech else 1.0
         manifest = build_dataset(
             sources,
             out,
@@ -731,6 +799,7 @@ def main(argv: list[str] | None = None) -> int:
             channels=args.channels,
             min_rate=args.min_rate,
             max_file_s=args.max_file,
+            max_holes=max_holes,
             overwrite=args.overwrite,
         )
     except CorpusError as e:

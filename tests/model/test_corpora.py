@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from model.corpora import (
     export_pieces,
     main,
     measure_bandwidth,
+    measure_holes,
     unseen_speech_sources,
 )
 
@@ -77,6 +79,58 @@ def test_measure_bandwidth() -> None:
     assert measure_bandwidth(x, RATE_SRC) > 15000
     assert measure_bandwidth(lowpass(x, RATE_SRC, 5000), RATE_SRC) == pytest.approx(5000, abs=300)
     assert measure_bandwidth(np.zeros(1000), RATE_SRC) == 0.0
+
+
+def holed(seed: int, share: float) -> np.ndarray:
+    """An utterance whose last ``share`` of the voiced part lost everything above 3 kHz, as a
+    low-bitrate coder leaves it, then a quiet (−30 dB) low-passed tail that does not count."""
+    x = utterance(seed, seconds=3.0)
+    core = np.flatnonzero(x)
+    cut = core[0] + round((1 - share) * len(core))
+    x[cut : core[-1] + 1] = lowpass(x[cut : core[-1] + 1], RATE_SRC, 3000)
+    tail = 0.03 * lowpass(utterance(seed + 1, seconds=1.0), RATE_SRC, 3000)
+    return np.concatenate([x, tail])
+
+
+def test_measure_holes() -> None:
+    """The share of loud frames with an empty band above ``from_hz``: the low-passed part of
+    the voiced audio counts, the quiet tail does not, and the long-term band stays wide."""
+    assert measure_holes(utterance(1, seconds=3.0), RATE_SRC, 3750) == 0.0
+    for share in (0.25, 0.5):
+        x = holed(2, share)
+        assert measure_holes(x, RATE_SRC, 3750) == pytest.approx(share, abs=0.06)
+        assert measure_holes(x, RATE_SRC, 2500) == 0.0  # the band it kept
+        assert measure_bandwidth(x, RATE_SRC) > 15000
+    assert measure_holes(np.zeros(40000), RATE_SRC, 3750) == 0.0
+
+
+def test_build_drops_files_with_emptied_frames(corpus: Path, tmp_path: Path) -> None:
+    """``max_holes`` drops a file whose high band is empty in too many loud frames, counts it as
+    ``holes`` and records every measured file's share; a set built before the filter existed
+    (no ``max_holes`` in its manifest) is the same as one built without it."""
+    write(corpus / "spkD" / "vorbis.wav", holed(3, 0.5))
+    write(corpus / "spkD" / "mostly.wav", holed(4, 0.1))
+    m = build(corpus, tmp_path / "holes", max_holes=0.2)
+    files = {f["path"]: f for f in m.data["files"]}
+    assert files["spkD/vorbis.wav"]["status"] == "holes"
+    assert files["spkD/vorbis.wav"]["holes"] == pytest.approx(0.5, abs=0.06)
+    assert files["spkD/mostly.wav"]["status"] == "kept"
+    assert files["spkA/u0.wav"]["holes"] == 0.0
+    assert m.data["filters"]["corpus"]["holes"]["files"] == 1
+    assert "at most 20% of loud frames" in m.summary()
+    plain = build(corpus, tmp_path / "plain")
+    assert {f["status"] for f in plain.data["files"] if f["path"].startswith("spkD/")} == {"kept"}
+    assert all("holes" not in f for f in plain.data["files"])
+    path = tmp_path / "plain" / "manifest.json"
+    old = json.loads(path.read_text())
+    del old["max_holes"]
+    for stats in old["filters"].values():
+        del stats["holes"]
+    path.write_text(json.dumps(old))
+    assert build(corpus, tmp_path / "plain").data == old
+    assert "| holes |" in Manifest.load(tmp_path / "plain").summary()  # reads old sets
+    with pytest.raises(CorpusError, match=r"max_holes is a share of frames in \[0, 1\], not 1.5"):
+        build(corpus, tmp_path / "bad", max_holes=1.5)
 
 
 def test_build_filters_and_split(corpus: Path, tmp_path: Path) -> None:
@@ -155,6 +209,8 @@ def test_unseen_speech_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert main(["--unseen-speech", "--segment", "0.5"]) == 0
     m = Manifest.load(tmp_path / "cache" / "datasets" / "unseen-speech16k")
     assert m.data["val_fraction"] == 1.0 and m.data["splits"]["train"]["segments"] == 0
+    assert m.data["max_holes"] == 0.2  # a test set's references must be wideband frame by frame
+    assert all(0.0 <= f["holes"] <= 0.2 for f in m.data["files"] if f["status"] == "kept")
     assert len(m.data["splits"]["val"]["groups"]) == 5
     with pytest.raises(SystemExit):
         main(["--unseen-speech", "--speech"])
