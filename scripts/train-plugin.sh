@@ -29,8 +29,9 @@
 # FT_MINUTES and KEEP_MINUTES (mp3-restore-48k's two fine-tuning stages, default 25 and 42; 0 skips
 # one),
 # TRAIN_THREADS (torch threads, default 1: on a 2-core machine shared with other work one thread
-# trains faster than two), TRAIN_DEVICE (cpu or cuda, default cpu), EVAL_LIMIT (evaluate N validation
-# segments spread evenly over the split; default all).
+# trains faster than two; alone on it, 2 made 1.7 times the steps of bwe-8k-16k, TRAINING.md),
+# TRAIN_DEVICE (cpu or cuda, default cpu), EVAL_LIMIT (evaluate N validation segments spread evenly
+# over the split; default all).
 set -euo pipefail
 
 name=${1:?usage: scripts/train-plugin.sh bwe-8k-16k|bwe-16k-48k|mp3-restore-48k [RUN_DIR]}
