@@ -216,11 +216,8 @@ def _frame_spectra(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
     return np.fft.rfftfreq(n_fft, 1.0 / rate), power
 
 
-def measure_bandwidth(x: np.ndarray, rate: int, floor_db: float = BAND_FLOOR_DB) -> float:
-    """Bandwidth of a mono signal in Hz: the highest frequency whose long-term level (the mean
-    of :func:`_frame_spectra`, smoothed over ~200 Hz) is within ``floor_db`` dB of the peak
-    level in 0.2–4 kHz (0 for silence)."""
-    freqs, power = _frame_spectra(x, rate)
+def _bandwidth(freqs: np.ndarray, power: np.ndarray, floor_db: float = BAND_FLOOR_DB) -> float:
+    """:func:`measure_bandwidth` of the :func:`_frame_spectra` ``freqs, power``."""
     width = max(1, round(200.0 / freqs[1]))
     power = np.convolve(power.mean(axis=0), np.ones(width) / width, mode="same")
     ref = power[(freqs >= BAND_REF_HZ[0]) & (freqs <= BAND_REF_HZ[1])].max()
@@ -230,18 +227,29 @@ def measure_bandwidth(x: np.ndarray, rate: int, floor_db: float = BAND_FLOOR_DB)
     return float(freqs[above[-1]])
 
 
-def measure_holes(x: np.ndarray, rate: int, from_hz: float) -> float:
-    """The share of a mono signal's loud frames (:func:`_frame_spectra`; within
-    :data:`HOLE_LOUD_DB` dB of the loudest by their mean level in 0.2 kHz–``from_hz``) whose
-    octave above ``from_hz`` Hz is more than :data:`HOLE_DB` dB under that level: frames whose
-    high band a coder emptied (low-bitrate Vorbis zeroes bands frame by frame). 0 for silence."""
-    freqs, power = _frame_spectra(x, rate)
+def measure_bandwidth(x: np.ndarray, rate: int, floor_db: float = BAND_FLOOR_DB) -> float:
+    """Bandwidth of a mono signal in Hz: the highest frequency whose long-term level (the mean
+    of :func:`_frame_spectra`, smoothed over ~200 Hz) is within ``floor_db`` dB of the peak
+    level in 0.2–4 kHz (0 for silence)."""
+    return _bandwidth(*_frame_spectra(x, rate), floor_db)
+
+
+def _holes(freqs: np.ndarray, power: np.ndarray, from_hz: float) -> float:
+    """:func:`measure_holes` of the :func:`_frame_spectra` ``freqs, power``."""
     low = power[:, (freqs >= BAND_REF_HZ[0]) & (freqs < from_hz)].mean(axis=1)
     high = power[:, (freqs >= from_hz) & (freqs < 2 * from_hz)].mean(axis=1)
     if low.max() <= 0:
         return 0.0
     loud = low >= low.max() * 10 ** (-HOLE_LOUD_DB / 10)
     return float((high < low * 10 ** (-HOLE_DB / 10))[loud].mean())
+
+
+def measure_holes(x: np.ndarray, rate: int, from_hz: float) -> float:
+    """The share of a mono signal's loud frames (:func:`_frame_spectra`; within
+    :data:`HOLE_LOUD_DB` dB of the loudest by their mean level in 0.2 kHz–``from_hz``) whose
+    octave above ``from_hz`` Hz is more than :data:`HOLE_DB` dB under that level: frames whose
+    high band a coder emptied (low-bitrate Vorbis zeroes bands frame by frame). 0 for silence."""
+    return _holes(*_frame_spectra(x, rate), from_hz)
 
 
 def _trim(x: np.ndarray, rate: int) -> np.ndarray:
@@ -339,12 +347,10 @@ class Manifest:
             "| source | " + " | ".join(FILTERS) + " |",
             "|---|" + "---|" * len(FILTERS),
         ]
+        none = {"files": 0, "seconds": 0.0}  # a filter newer than the set
         for name, stats in self.data["filters"].items():
-            none = {"files": 0, "seconds": 0.0}  # a filter newer than the set
-            cells = [
-                f"{stats.get(k, none)['files']} / {stats.get(k, none)['seconds'] / 60:.1f} min"
-                for k in FILTERS
-            ]
+            counts = [stats.get(k, none) for k in FILTERS]
+            cells = [f"{c['files']} / {c['seconds'] / 60:.1f} min" for c in counts]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
         for split, info in self.data["splits"].items():
@@ -564,14 +570,15 @@ def build_dataset(
                     count("rate", seconds)
                     entry["status"] = "rate"
                     continue
-                band = measure_bandwidth(x.mean(axis=1), sr)
+                spectra = _frame_spectra(x.mean(axis=1), sr)  # for the band and holes filters
+                band = _bandwidth(*spectra)
                 entry["band_hz"] = round(band, 1)
                 if band < min_band_hz:
                     count("band", seconds)
                     entry["status"] = "band"
                     continue
                 if max_holes < 1.0:
-                    holes = measure_holes(x.mean(axis=1), sr, min_band_hz / 2)
+                    holes = _holes(*spectra, min_band_hz / 2)
                     entry["holes"] = round(holes, 3)
                     if holes > max_holes:
                         count("holes", seconds)
