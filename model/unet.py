@@ -45,9 +45,10 @@ class UNetConfig:
     ``interp_zeros``: the interpolator under the residual: 0 linear (delay ``R - 1``), ``Z > 0``
     a Kaiser-windowed sinc with ``Z`` zero crossings per side (delay ``Z * R - 1``), which keeps
     the input band flat instead of leaving the network to undo the linear droop.
-    ``context``: dilations of residual causal convs (kernel ``kernel_size``) after the
-    bottleneck, at ``rate_out / 2**levels``: they widen the receptive field into the past by
-    ``(kernel_size - 1) * sum(context) * 2**levels`` output samples at no cost in latency.
+    ``context``: dilations of residual causal convs (kernel ``context_kernel``, 0 for
+    ``kernel_size``) after the bottleneck, at ``rate_out / 2**levels``: they widen the receptive
+    field into the past by ``(kernel - 1) * sum(context) * 2**levels`` output samples at no cost
+    in latency; with ``context_kernel=1`` they are pointwise (capacity without a cache).
     ``gate``: what opens a decoder level's skip: ``"skip"`` the skip itself (``s * sigmoid(
     conv1x1(s))``), ``"deep"`` the skip and the up-sampled deep path together (``s * sigmoid(
     conv1x1(cat[s, IDWT(h)]))``), so the coarse, long-context levels can scale the fine ones.
@@ -70,6 +71,7 @@ class UNetConfig:
     rate_out: int = 16000
     interp_zeros: int = 0
     context: list[int] = field(default_factory=list)
+    context_kernel: int = 0
     gate: str = "skip"
 
     def __post_init__(self) -> None:
@@ -83,6 +85,8 @@ class UNetConfig:
             )
         if self.lookahead < 0 or self.kernel_size < 1 or self.interp_zeros < 0:
             raise ValueError("lookahead and interp_zeros must be >= 0 and kernel_size >= 1")
+        if self.context_kernel < 0:
+            raise ValueError(f"context_kernel must be >= 0, got {self.context_kernel}")
         if any(d < 1 for d in self.context):
             raise ValueError(f"context dilations must be >= 1, got {self.context}")
         if self.gate not in ("skip", "deep"):
@@ -293,7 +297,8 @@ class WaveletUNet(nn.Module):
                     deep_gate=deep,
                 )
             )
-        context = [CausalConv(2 * c[-1], 2 * c[-1], k, dilation=d) for d in config.context]
+        ck = config.context_kernel or k
+        context = [CausalConv(2 * c[-1], 2 * c[-1], ck, dilation=d) for d in config.context]
         out = CausalConv(c[0], 1, 1)
         nn.init.zeros_(out.conv.weight)
         nn.init.zeros_(out.conv.bias)

@@ -20,6 +20,7 @@ TINY = [
     UNetConfig(levels=2, base_channels=4, lookahead=2, rate_in=16000, rate_out=48000,
                interp_zeros=3),
     UNetConfig(levels=2, base_channels=4, lookahead=1, interp_zeros=2, context=[1, 3, 2]),
+    UNetConfig(levels=2, base_channels=4, lookahead=1, context=[1, 1], context_kernel=1),
     UNetConfig(levels=3, base_channels=3, lookahead=2, interp_zeros=2, gate="deep"),
 ]  # fmt: skip
 
@@ -141,6 +142,8 @@ def test_config_round_trip_and_refusals() -> None:
         UNetConfig(wavelet="morl")
     with pytest.raises(ValueError, match="context dilations"):
         UNetConfig(context=[2, 0])
+    with pytest.raises(ValueError, match="context_kernel"):
+        UNetConfig(context=[1], context_kernel=-1)
     with pytest.raises(ValueError, match="gate must be"):
         UNetConfig(gate="both")
     old = {k: v for k, v in cfg.to_dict().items() if k != "gate"}  # a checkpoint from before
@@ -185,3 +188,13 @@ def test_gradients_reach_the_output_conv_at_init() -> None:
     net(torch.randn(2, 1, 64)).pow(2).mean().backward()
     out = net.body.out.conv.weight.grad
     assert out is not None and out.abs().sum() > 0
+
+
+def test_pointwise_context_keeps_no_cache() -> None:
+    """``context_kernel=1`` makes the context convs pointwise: capacity with no cache (nor any
+    reach into the past); by default they take the network's kernel."""
+    cfg = UNetConfig(levels=2, base_channels=4, lookahead=1, context=[1, 2])
+    pointwise = UNetConfig(**{**cfg.to_dict(), "context_kernel": 1})
+    caches = [c.cache.size(1) for c in WaveletUNet(cfg).streaming().body.context]
+    assert caches == [cfg.kernel_size - 1, 2 * (cfg.kernel_size - 1)]
+    assert [c.cache.size(1) for c in WaveletUNet(pointwise).streaming().body.context] == [0, 0]
