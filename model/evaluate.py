@@ -1,7 +1,7 @@
 """``wavehost eval``: a plugin's quality against the sinc and cubic-spline baselines.
 
     wavehost eval --plugin P --data DIR [--out DIR] [--limit N] [--degrade soxr|mix|mp3:KBPS]
-                  [--split val|train] [--mix-sweep M1,M2,...]
+                  [--split val|train] [--mix-sweep M1,M2,...] [--band-split HZ]
 
 ``DIR`` holds wideband reference files (any format soundfile reads, searched recursively; files
 above the plugin's output rate are resampled to it with soxr VHQ, files below it are refused) or
@@ -29,6 +29,11 @@ over files. Writes ``metrics.md`` (also printed), ``metrics.json`` and ``spectro
 and picks the one to ship (:func:`choose_mix` for bandwidth extension, :func:`choose_mp3_mix` with
 ``--degrade mp3:KBPS``); run it on the training split (``--split train``) so the validation
 figures stay unseen.
+
+``--band-split HZ`` measures each reference's band (the highest frequency within 60 dB of its
+0.2–4 kHz peak, :func:`model.corpora.measure_bandwidth`) and reports the files below ``HZ`` apart
+from the rest: a reference whose top band an earlier coder removed scores an extender that fills
+that band as wrong, and the two groups say how much of a mean that is.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ from model.corpora import (
     CorpusError,
     Manifest,
     SegmentDataset,
+    measure_bandwidth,
     read_reason,
     resample_to,
     spread_indices,
@@ -191,6 +197,8 @@ def _file_metrics(ref: np.ndarray, est: np.ndarray, rate: int, rate_in: int) -> 
 
 
 def _markdown(means: dict[str, dict[str, float]], title: str) -> str:
+    """One table of mean metrics, a row per system."""
+
     def cell(v: float) -> str:
         return "–" if math.isnan(v) else f"{v:.2f}"
 
@@ -202,7 +210,25 @@ def _markdown(means: dict[str, dict[str, float]], title: str) -> str:
     ]
     for system, m in means.items():
         lines.append(f"| {system} | " + " | ".join(cell(m[k]) for k in METRICS) + " |")
-    return "\n".join([*lines, "", CONVENTION])
+    return "\n".join(lines)
+
+
+def split_by_band(
+    files: Sequence[dict[str, Any]], systems: Sequence[str], hz: float
+) -> dict[str, Any]:
+    """Mean metrics of the files whose reference band (``"band_hz"``) lies below ``hz`` and of
+    those at or above it: ``{"hz", "below": {"files", "mean"}, "above": {...}}`` (``mean`` None
+    for an empty group)."""
+    split: dict[str, Any] = {"hz": hz}
+    for group, keep in (("below", lambda b: b < hz), ("above", lambda b: b >= hz)):
+        chosen = [f for f in files if keep(f["band_hz"])]
+        split[group] = {
+            "files": len(chosen),
+            "mean": {s: mean_over_files([f["metrics"][s] for f in chosen]) for s in systems}
+            if chosen
+            else None,
+        }
+    return split
 
 
 def _plot(
@@ -296,12 +322,15 @@ def evaluate(
     seed: int = 0,
     split: str = "val",
     mixes: Sequence[float] = (),
+    band_split_hz: float | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Evaluate ``plugin`` on ``data`` (a dataset: its ``split`` segments); write the reports to
     ``out``; return the JSON dict. ``mixes``: run the plugin at each of these ``mix`` values
     instead of as loaded, and report the pick (:func:`choose_mp3_mix` with an ``mp3:KBPS``
-    degradation, else :func:`choose_mix`) as ``"chosen_mix"``."""
+    degradation, else :func:`choose_mix`) as ``"chosen_mix"``. ``band_split_hz``: also measure
+    each reference's band (:func:`model.corpora.measure_bandwidth` of its channel mean, Hz, as
+    ``"band_hz"``) and report the means below and above it apart (:func:`split_by_band`)."""
     info = plugin.info
     if mixes and ("mix" not in info.parameters or degrade == "mix"):
         raise EvalError(
@@ -346,6 +375,8 @@ def evaluate(
                 "metrics": {s: _file_metrics(ref, outputs[s], rate, rate_in) for s in systems},
             }
         )
+        if band_split_hz is not None:
+            files[-1]["band_hz"] = measure_bandwidth(ref.mean(axis=0), rate)
         if i == 0:
             _plot(out / "spectrograms.png", x[0], outputs[runs[-1]][0], ref[0], rate_in, rate)
     if mixes:
@@ -366,6 +397,14 @@ def evaluate(
             chosen = choose_mix(means, mixes)
             rule = f"lowest LSD with SNR >= sinc - {SNR_SPARE_DB} dB"
         table += f"\n\nchosen mix: {chosen:.2f} ({rule})"
+    by_band = None
+    if band_split_hz is not None:
+        by_band = split_by_band(files, systems, band_split_hz)
+        for group, side in (("below", "below"), ("above", "at or above")):
+            n, group_means = by_band[group]["files"], by_band[group]["mean"]
+            heading = f"{n} of them with a reference band {side} {band_split_hz:g} Hz"
+            table += "\n\n" + (_markdown(group_means, heading) if n else f"### {heading}")
+    table += f"\n\n{CONVENTION}"
     report = {
         "plugin": asdict(info),
         "data": str(data),
@@ -375,6 +414,7 @@ def evaluate(
         "chosen_mix": chosen,
         "convention": CONVENTION,
         "mean": means,
+        "band_split": by_band,
         "files": files,
     }
     (out / "metrics.md").write_text(table + "\n")
@@ -416,10 +456,20 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated values of the plugin's mix parameter to compare and choose from "
         "(e.g. 0.5,0.6,0.7,0.8,0.9,1); use with --split train",
     )
+    p.add_argument(
+        "--band-split",
+        type=float,
+        metavar="HZ",
+        help="also report the files whose reference band (highest frequency within 60 dB of "
+        "its 0.2-4 kHz peak) is below HZ apart from the rest, e.g. 19000: references an "
+        "earlier coder cut",
+    )
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.limit is not None and args.limit < 1:
         p.error("--limit must be at least 1")
+    if args.band_split is not None and not args.band_split > 0:
+        p.error(f"--band-split needs a frequency in Hz above 0, got {args.band_split:g}")
     try:
         mixes = [float(m) for m in args.mix_sweep.split(",")] if args.mix_sweep else []
     except ValueError:
@@ -436,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
             split=args.split,
             mixes=mixes,
+            band_split_hz=args.band_split,
             progress=not args.no_progress,
         )
     except (EvalError, PluginError) as exc:

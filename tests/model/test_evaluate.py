@@ -343,3 +343,45 @@ def test_mix_sweep_needs_a_mix_parameter(
     assert main([*args, "--mix-sweep", "0.5,1", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--mix-sweep needs a plugin with a mix parameter" in err and "\n" not in err
+
+
+def test_band_split_reports_cut_references_apart(
+    plugin: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    noise = 0.1 * np.random.default_rng(0).standard_normal((2, 16000)).astype(np.float32)
+    sf.write(folder / "full.wav", noise[0], 16000, subtype="FLOAT")  # band to 8 kHz
+    cut = soxr.resample(soxr.resample(noise[1], 16000, 6000, quality="VHQ"), 6000, 16000)
+    sf.write(folder / "cut.wav", cut, 16000, subtype="FLOAT")  # band ends near 3 kHz
+    out = tmp_path / "out"
+    args = ["--plugin", plugin, "--data", str(folder), "--out", str(out), "--no-progress"]
+    assert main([*args, "--band-split", "6000"]) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    bands = {f["name"]: f["band_hz"] for f in report["files"]}
+    assert 2500 < bands["cut.wav"] < 3200 and bands["full.wav"] > 7500
+    split = report["band_split"]
+    assert split["hz"] == 6000 and split["below"]["files"] == split["above"]["files"] == 1
+    for group, name in (("below", "cut.wav"), ("above", "full.wav")):
+        (metrics,) = [f["metrics"] for f in report["files"] if f["name"] == name]
+        assert split[group]["mean"] == metrics  # one file: its own metrics
+    # sinc leaves the band above 4 kHz empty: right for the cut reference, all wrong for the other
+    assert split["below"]["mean"]["sinc"]["lsd_hf"] < split["above"]["mean"]["sinc"]["lsd_hf"] / 2
+    md = (out / "metrics.md").read_text()
+    assert "1 of them with a reference band below 6000 Hz" in md
+    assert "1 of them with a reference band at or above 6000 Hz" in md
+    assert md.rstrip().endswith(report["convention"])
+
+    assert main([*args, "--band-split", "99000"]) == 0  # every file below: an empty group
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["band_split"]["above"] == {"files": 0, "mean": None}
+    md = (out / "metrics.md").read_text()
+    assert "0 of them with a reference band at or above 99000 Hz" in md
+
+    assert main(args) == 0  # without the option: no bands measured
+    report = json.loads((out / "metrics.json").read_text())
+    assert report["band_split"] is None and "band_hz" not in report["files"][0]
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main([*args, "--band-split", "0"])
+    assert "--band-split needs a frequency in Hz above 0" in capsys.readouterr().err
