@@ -213,6 +213,13 @@ def _markdown(means: dict[str, dict[str, float]], title: str) -> str:
     return "\n".join(lines)
 
 
+def _system_means(
+    files: Sequence[dict[str, Any]], systems: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Each system's metrics averaged over ``files`` (:func:`model.metrics.mean_over_files`)."""
+    return {s: mean_over_files([f["metrics"][s] for f in files]) for s in systems}
+
+
 def split_by_band(
     files: Sequence[dict[str, Any]], systems: Sequence[str], hz: float
 ) -> dict[str, Any]:
@@ -224,9 +231,7 @@ def split_by_band(
         chosen = [f for f in files if keep(f["band_hz"])]
         split[group] = {
             "files": len(chosen),
-            "mean": {s: mean_over_files([f["metrics"][s] for f in chosen]) for s in systems}
-            if chosen
-            else None,
+            "mean": _system_means(chosen, systems) if chosen else None,
         }
     return split
 
@@ -381,7 +386,7 @@ def evaluate(
             _plot(out / "spectrograms.png", x[0], outputs[runs[-1]][0], ref[0], rate_in, rate)
     if mixes:
         plugin.set_parameter("mix", default_mix)
-    means = {s: mean_over_files([f["metrics"][s] for f in files]) for s in systems}
+    means = _system_means(files, systems)
     title = (
         f"{info.name}: {len(files)} files from {data}"
         f"{' (' + split + ' split)' if split != 'val' else ''}, {rate_in} -> {rate} Hz, "

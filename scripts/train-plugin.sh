@@ -60,23 +60,19 @@ case "$name" in
         evals=(soxr) l1=100 unseen=$cache/datasets/unseen-speech16k ;;
     bwe-16k-48k|mp3-restore-48k)
         corpora=(--speech --music)
-        # bwe-16k-48k learns from references whose band reaches 19.5 kHz (an earlier coder's cut
-        # at 16-19 kHz is nothing a 16 kHz input can tell it; model/data/DATA.md)
         if [ "$name" = bwe-16k-48k ]; then
-            data=$cache/datasets/music-speech48k-fullband band=19500
-        else
-            data=$cache/datasets/music-speech48k-stereo band=17000
+            # references whose band reaches 19.5 kHz: an earlier coder's cut at 16-19 kHz is
+            # nothing a 16 kHz input can tell the network (model/data/DATA.md)
+            data=$cache/datasets/music-speech48k-fullband band=19500 task=bwe-16k-48k
+            evals=(soxr)
+        else  # one mix choice per bitrate: the smallest is shipped
+            data=$cache/datasets/music-speech48k-stereo band=17000 task=mp3-48k
+            evals=(mp3:64 mp3:96 mp3:128 mp3:192) grid=0.5,0.6,0.7,0.8,0.9,1
         fi
         dataset=(--music --speech --rate 48000 --channels 2 --min-rate 44100 --min-band "$band"
                  --max-file 60 --out "$data")
-        task=$([ "$name" = bwe-16k-48k ] && echo bwe-16k-48k || echo mp3-48k)
         train=(--task "$task" --batch-size 8 --segment 8160 --val-items 64)
-        export=(--channels 2 --stereo lr)
-        if [ "$name" = bwe-16k-48k ]; then
-            evals=(soxr)
-        else  # one mix choice per bitrate: the smallest is shipped
-            evals=(mp3:64 mp3:96 mp3:128 mp3:192) grid=0.5,0.6,0.7,0.8,0.9,1
-        fi ;;
+        export=(--channels 2 --stereo lr) ;;
     *) echo "train-plugin: unknown plugin $name (bwe-8k-16k, bwe-16k-48k or mp3-restore-48k)" >&2
        exit 2 ;;
 esac
