@@ -25,11 +25,12 @@
 #    bwe-8k-16k also on real speech no network was trained on (RUN_DIR/eval-unseen: the
 #    unseen-speech16k test set of model/data/DATA.md).
 #
-# Environment: WAVEHOST_CACHE (cache root, default ~/.cache/wavehost), TRAIN_MINUTES (default 45),
-# FT_MINUTES and KEEP_MINUTES (mp3-restore-48k's two fine-tuning stages, default 25 and 42; 0 skips
-# one),
+# Environment: WAVEHOST_CACHE (cache root, default ~/.cache/wavehost), TRAIN_MINUTES (default 45;
+# bwe-16k-48k 60), FT_MINUTES and KEEP_MINUTES (mp3-restore-48k's two fine-tuning stages, default
+# 25 and 42; 0 skips one),
 # TRAIN_THREADS (torch threads, default 1: on a 2-core machine shared with other work one thread
-# trains faster than two; alone on it, 2 made 1.7 times the steps of bwe-8k-16k, TRAINING.md),
+# trains faster than two; alone on it, 2 made 1.7 times the steps of bwe-8k-16k, TRAINING.md;
+# bwe-16k-48k defaults to 2, as its shipped weights were trained alone on the machine),
 # TRAIN_DEVICE (cpu or cuda, default cpu), EVAL_LIMIT (evaluate N validation segments spread evenly
 # over the split; default all).
 set -euo pipefail
@@ -50,6 +51,7 @@ wavehost_cmd() {
 grid=0.3,0.4,0.45,0.5,0.55,0.6,0.65,0.7,0.75,0.8,0.9,1  # the mix sweep's values
 unseen=""  # the test set of recordings no network saw (python -m model.corpora --unseen-speech)
 l1=30  # weight of the time-domain L1 term in the first stage's loss
+train_minutes=45 threads=1  # the first stage's budget (minutes) and torch threads
 case "$name" in
     bwe-8k-16k)
         corpora=(--speech)
@@ -64,7 +66,7 @@ case "$name" in
             # references whose band reaches 19.5 kHz: an earlier coder's cut at 16-19 kHz is
             # nothing a 16 kHz input can tell the network (model/data/DATA.md)
             data=$cache/datasets/music-speech48k-fullband band=19500 task=bwe-16k-48k
-            evals=(soxr)
+            evals=(soxr) train_minutes=60 threads=2
         else  # one mix choice per bitrate: the smallest is shipped
             data=$cache/datasets/music-speech48k-stereo band=17000 task=mp3-48k
             evals=(mp3:64 mp3:96 mp3:128 mp3:192) grid=0.5,0.6,0.7,0.8,0.9,1
@@ -85,8 +87,8 @@ wavehost_cmd model.corpora "${dataset[@]}"
 
 stamp "train into $run"
 wavehost_cmd model.train --data "$data" --out "$run" --resume "${train[@]}" \
-    --minutes "${TRAIN_MINUTES:-45}" --epochs 40 --device "${TRAIN_DEVICE:-cpu}" \
-    --threads "${TRAIN_THREADS:-1}" --seed 0 --lr 3e-3 --warmup 100 \
+    --minutes "${TRAIN_MINUTES:-$train_minutes}" --epochs 40 --device "${TRAIN_DEVICE:-cpu}" \
+    --threads "${TRAIN_THREADS:-$threads}" --seed 0 --lr 3e-3 --warmup 100 \
     --w-stft 1 --w-l1 "$l1" --w-lsd 0 --w-snr 0 --val-every 200 --select val_loss
 
 best=$run/best.pt
@@ -100,8 +102,8 @@ finetune() {
     if [ -e "$dir/last.pt" ]; then from=(--resume); else from=(--init "$best"); fi
     wavehost_cmd model.train --data "$data" --out "$dir" "${from[@]}" "${train[@]}" "$@" \
         --minutes "$minutes" --epochs 40 --device "${TRAIN_DEVICE:-cpu}" \
-        --threads "${TRAIN_THREADS:-1}" --seed 1 --warmup 50 --w-stft 1 --w-lsd 0 --w-l1 100 \
-        --w-snr 0.05 --val-every 200 --select val_loss
+        --threads "${TRAIN_THREADS:-$threads}" --seed 1 --warmup 50 --w-stft 1 --w-lsd 0 \
+        --w-l1 100 --w-snr 0.05 --val-every 200 --select val_loss
     best=$dir/best.pt
 }
 if [ "$name" = mp3-restore-48k ]; then
