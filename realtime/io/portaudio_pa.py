@@ -22,13 +22,13 @@ from realtime.io.backend import (
     DeviceError,
     LatencyReadings,
     StreamInfo,
-    _GuardedStream,
 )
+from realtime.io.portaudio import PortAudioStream
 
 
-class PyAudioStream(_GuardedStream):
-    """A pyaudio callback stream (owning its ``PyAudio`` instance) with the guard's counters
-    and the latency readings its callback takes."""
+class PyAudioStream(PortAudioStream):
+    """A pyaudio stream, owning its ``PyAudio`` instance ``pa``, with the life cycle of
+    :class:`PortAudioStream`."""
 
     def __init__(
         self,
@@ -38,44 +38,27 @@ class PyAudioStream(_GuardedStream):
         info: StreamInfo,
         latency: LatencyReadings,
     ) -> None:
+        super().__init__(stream, guard, info, latency)
         self._pa = pa
-        self._stream = stream
-        self._guard = guard
-        self._info = info
-        self._latency = latency
-        self._closed = False
-        self._started = False
 
-    def _start(self) -> None:
-        if self._closed:
-            raise DeviceError("the stream is closed; open a new one")
+    def _start_stream(self) -> None:
         if self._stream.is_stopped():
             self._stream.start_stream()
-        self._started = True
 
-    def _stop(self) -> None:
-        self._started = False
-        if not self._closed and not self._stream.is_stopped():
-            self._stream.stop_stream()
+    def _stop_stream(self) -> None:
+        self._stream.stop_stream()
 
-    @property
-    def failed(self) -> bool:
-        """Started and not stopped, yet no longer running: PortAudio aborted it. Reopen it."""
-        return self._started and not self._closed and not self._stream.is_active()
+    def _is_stopped(self) -> bool:
+        return bool(self._stream.is_stopped())
 
-    def _close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _is_active(self) -> bool:
+        return bool(self._stream.is_active())
+
+    def _free(self) -> None:
         try:
             self._stream.close()
         finally:
             self._pa.terminate()
-            devices.stream_closed()
-
-    @property
-    def active(self) -> bool:
-        return not self._closed and bool(self._stream.is_active())
 
 
 def open_pyaudio(

@@ -21,53 +21,27 @@ from realtime.io.backend import (
     DeviceError,
     LatencyReadings,
     StreamInfo,
-    _GuardedStream,
 )
+from realtime.io.portaudio import PortAudioStream
 
 
-class SoundDeviceStream(_GuardedStream):
-    """A started/stopped ``sounddevice.Stream`` with the guard's counters and the latency
-    readings its callback takes (see backend)."""
+class SoundDeviceStream(PortAudioStream):
+    """A ``sounddevice.Stream`` with the life cycle of :class:`PortAudioStream`."""
 
-    def __init__(
-        self, stream: Any, guard: CallbackGuard, info: StreamInfo, latency: LatencyReadings
-    ) -> None:
-        self._stream = stream
-        self._guard = guard
-        self._info = info
-        self._latency = latency
-        self._closed = False
-        self._started = False
-
-    def _start(self) -> None:
-        if self._closed:
-            raise DeviceError("the stream is closed; open a new one")
+    def _start_stream(self) -> None:
         self._stream.start()
-        self._started = True
 
-    def _stop(self) -> None:
-        self._started = False
-        if not self._closed and not self._stream.stopped:
-            self._stream.stop()
+    def _stop_stream(self) -> None:
+        self._stream.stop()
 
-    @property
-    def failed(self) -> bool:
-        """Started and not stopped, yet no longer running: PortAudio aborted it (e.g. the ALSA
-        poll timed out on an overloaded machine). Reopen the stream to go on."""
-        return self._started and not self._closed and not self._stream.active
+    def _is_stopped(self) -> bool:
+        return bool(self._stream.stopped)
 
-    def _close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        try:
-            self._stream.close()
-        finally:
-            devices.stream_closed()
+    def _is_active(self) -> bool:
+        return bool(self._stream.active)
 
-    @property
-    def active(self) -> bool:
-        return not self._closed and bool(self._stream.active)
+    def _free(self) -> None:
+        self._stream.close()
 
 
 def open_sounddevice(
