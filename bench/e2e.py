@@ -37,6 +37,7 @@ import soundfile as sf
 
 from bench.latency import BenchError, delay_plugin
 from bench.machine import REPO, LoadSampler, machine_facts
+from realtime.probe import correlate
 
 SERVER_SCRIPT = REPO / "scripts" / "audio-server.sh"
 CLICK_TIMES_S = (0.15, 0.46, 0.79, 1.11)  # further apart than MAX_LAG_S: one click per window
@@ -176,18 +177,6 @@ class DualRecorder:
         return sf.read(str(self.path), dtype="float32", always_2d=True)[0]
 
 
-def correlate(reference: np.ndarray, captured: np.ndarray, max_lag: int) -> np.ndarray:
-    """Cross-correlation ``c[k]`` of ``captured`` against ``reference`` for lags ``k = 0 ..
-    max_lag`` samples (``captured[n] ≈ g · reference[n − k]``), divided by the reference's
-    energy: at the true lag it is the path's gain ``g`` (1 for a bit-exact loopback)."""
-    n = reference.size + captured.size
-    size = 1 << (n - 1).bit_length()
-    spec = np.fft.rfft(captured, size) * np.conj(np.fft.rfft(reference, size))
-    c = np.fft.irfft(spec, size)[: max_lag + 1]
-    energy = float(np.sum(np.square(reference, dtype=np.float64)))
-    return c / energy if energy > 0 else c
-
-
 def click_lags(reference: np.ndarray, captured: np.ndarray, max_lag: int) -> list[int]:
     """The lag of each reference click in ``captured``: where ``|captured|`` peaks in the
     ``max_lag`` samples after it (clicks are further apart than ``max_lag``)."""
@@ -237,6 +226,7 @@ def _attempt(backend: str, s: E2ESettings, workdir: Path) -> dict[str, Any]:
         backend=backend,
         samplerate=s.rate,
         blocksize=s.block,
+        channels=engine.channels,  # a stereo plugin's stream: the mono sinks mix it down
         monitor="call",
         sink="listener",
         latency="low",

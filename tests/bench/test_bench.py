@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from bench.cli import main as bench_main
 from bench.compare import bootstrap_ratio, compare_plugins
-from bench.e2e import E2ESettings, click_train, correlate, run_e2e
+from bench.e2e import E2ESettings, click_train, run_e2e
 from bench.latency import (
     budget_figures,
     delay_plugin,
@@ -33,6 +33,7 @@ from bench.streams import stream_rows
 from realtime.chain import Chain
 from realtime.contract import PluginInfo
 from realtime.loader import LoadedPlugin
+from realtime.probe import correlate
 from realtime.processor import Processor
 
 RATE, BLOCK = 16000, 256
@@ -242,5 +243,16 @@ def test_e2e_measured_latency_matches_declared_within_one_block(audio_server):
     row = rep["rows"][0]
     assert row["copy"]["gain"] > 0.5 and row["engine"]["gain"] > 0.5
     assert row["measured_engine"] > 0
+    assert abs(row["measured_engine"] - row["declared"]["engine"]) <= BLOCK, row
+    assert row["ok"]
+
+
+@pytest.mark.live
+def test_e2e_measures_a_stereo_plugin_through_the_mono_sinks(audio_server, tmp_path):
+    path = tmp_path / "stereo-delay.ts"
+    torch.jit.script(Gain(48000, delay=37, channels=2)).save(str(path))
+    s = E2ESettings(backends=["sounddevice"], rate=48000, block=BLOCK, plugin=str(path))
+    row = run_e2e(s)["rows"][0]
+    assert row["measured_engine"] > 0 and row["engine"]["gain"] > 0.5
     assert abs(row["measured_engine"] - row["declared"]["engine"]) <= BLOCK, row
     assert row["ok"]

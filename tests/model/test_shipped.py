@@ -1,10 +1,10 @@
 """The shipped plugins of model/weights/, loaded by name through the host's loader.
 
-Each declares the contract its JSON sidecar and its network config say, streams without seams
-(any block split gives the one-shot output) and does its job on real audio: the 48 kHz MP3
-restorer on the bundled 64 kb/s MP3 clip, also as a 44.1 kHz stream through the host's edge
-resamplers (``wavehost render``). Each ships with the checkpoint it was exported from: exported
-again by today's code, it streams the same output.
+Each declares the contract its JSON sidecar and its network config say, delays a noise probe by
+the latency it declares, streams without seams (any block split gives the one-shot output) and
+does its job on real audio: the 48 kHz MP3 restorer on the bundled 64 kb/s MP3 clip, also as a
+44.1 kHz stream through the host's edge resamplers (``wavehost render``). Each ships with the
+checkpoint it was exported from: exported again by today's code, it streams the same output.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from model.export import load_checkpoint, script_plugin
 from model.unet import UNetConfig, WaveletUNet
 from realtime.chain import Chain
 from realtime.loader import load_plugin
+from realtime.probe import measure_latency
 from realtime.render import render
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,6 +53,12 @@ def test_contract_and_streaming_without_seams(name: str) -> None:
         parts.append(plugin.process(x[..., start : start + n]))
         start += n
     torch.testing.assert_close(torch.cat(parts, -1), whole, atol=2e-5, rtol=0)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_noise_through_the_plugin_comes_out_as_late_as_it_declares(name: str) -> None:
+    est = measure_latency(load_plugin(name))
+    assert est.lag == est.declared and est.correlation > 0.9
 
 
 @pytest.mark.parametrize("name", SHIPPED)
