@@ -19,13 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from realtime.contract import PluginError
+from realtime.contract import WINDOW_SHAPES, PluginError
 from realtime.rt import gc_freeze, go_realtime
 
 COMMAND_GROUP = "wavehost.commands"
 DEFAULT_PLUGIN = "bwe-8k-16k"
 FALLBACK_PLUGIN = "resample-8k-16k"
-BUILTIN = ("devices", "run", "render")
+BUILTIN = ("devices", "run", "render", "wrap")
 RT_PRIORITY = 10  # below PipeWire's own data threads (88), above ordinary processes
 EXIT_USER_ERROR = 2  # nothing was done: bad plugin, device, file or argument
 EXIT_REPAIRED = 3  # the job completed, but input or plugin faults were repaired (see stderr)
@@ -85,14 +85,22 @@ def _parser(extra: list[str]) -> argparse.ArgumentParser:
 
     dev = sub.add_parser("devices", help="list audio devices with host API, rates and channels")
     dev.add_argument(
-        "--backend", default="sounddevice", choices=["sounddevice", "pyaudio", "pulse"]
+        "--backend",
+        default="sounddevice",
+        choices=["sounddevice", "pyaudio", "pulse"],
+        help="whose view of the devices: PortAudio's (sounddevice, pyaudio) or the server's "
+        "sinks and sources (pulse)",
     )
     dev.set_defaults(func=cmd_devices)
 
     run = sub.add_parser("run", help="stream live audio through a plugin chain")
     _plugin_args(run)
     run.add_argument(
-        "--backend", default="sounddevice", choices=["sounddevice", "pyaudio", "pulse", "file"]
+        "--backend",
+        default="sounddevice",
+        choices=["sounddevice", "pyaudio", "pulse", "file"],
+        help="audio I/O: PortAudio through sounddevice or pyaudio, libpulse (pulse), or files "
+        "at a real-time pace (default sounddevice)",
     )
     run.add_argument(
         "--input-device", help="input device index or name substring (pulse: a source name)"
@@ -106,7 +114,14 @@ def _parser(extra: list[str]) -> argparse.ArgumentParser:
     run.add_argument("--output-file", help="file backend: where the device output goes")
     run.add_argument("--rate", type=int, help="device rate, Hz (default: the chain's output rate)")
     run.add_argument("--block", type=int, default=256, help="device block, frames (default 256)")
-    run.add_argument("--mode", default="threaded", choices=["threaded", "inline"])
+    run.add_argument(
+        "--mode",
+        default="threaded",
+        choices=["threaded", "inline"],
+        help="threaded: plugins on a worker thread (a hand-off block and --margin of latency; "
+        "the default); "
+        "inline: plugins in the audio callback, no extra latency",
+    )
     run.add_argument(
         "--margin",
         type=int,
@@ -147,7 +162,53 @@ def _parser(extra: list[str]) -> argparse.ArgumentParser:
     ren.add_argument("--rate", type=int, help="output rate, Hz (default: the chain's)")
     ren.add_argument("--quiet", action="store_true", help="no progress bar")
     ren.set_defaults(func=cmd_render)
+
+    wrap = sub.add_parser(
+        "wrap",
+        help="declare a bare TorchScript audio model as a plugin (rates, latency, state)",
+    )
+    _wrap_args(wrap)
+    wrap.set_defaults(func=cmd_wrap)
     return parser
+
+
+def _wrap_args(p: argparse.ArgumentParser) -> None:
+    """``wavehost wrap``'s options (:func:`realtime.wrap.wrap_file` says what they mean)."""
+    p.add_argument("model", help="TorchScript file of the bare model (torch.jit.save)")
+    p.add_argument("output", help="plugin file to write (.ts)")
+    p.add_argument("--rate", type=int, required=True, help="input sample rate, Hz")
+    p.add_argument("--rate-out", type=int, help="output sample rate, Hz (default: --rate)")
+    p.add_argument("--channels", type=int, default=1, help="channels per stream (default 1)")
+    p.add_argument(
+        "--layout",
+        choices=("bct", "bt"),
+        default="bct",
+        help="what forward takes: (batch, channels, time) or (batch, time) (default bct)",
+    )
+    p.add_argument(
+        "--block-multiple",
+        type=int,
+        default=1,
+        help="every call's length is a multiple of this, samples (default 1)",
+    )
+    p.add_argument(
+        "--latency",
+        type=int,
+        help="the model's delay, output samples (default: measured from a noise probe)",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=0,
+        help="windowed model: window length, input samples (the host overlap-adds); 0: streaming",
+    )
+    p.add_argument("--hop", type=int, default=0, help="windowed model: hop, input samples")
+    p.add_argument(
+        "--window-shape",
+        choices=WINDOW_SHAPES,
+        default="hann",
+        help="windowed model: hann (synthesis window only) or sqrt_hann (analysis and synthesis)",
+    )
 
 
 def _plugin_args(p: argparse.ArgumentParser) -> None:
@@ -255,6 +316,27 @@ def cmd_render(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return _report_faults(res.health, res.nonfinite_input)
+
+
+def cmd_wrap(args: argparse.Namespace) -> int:
+    """``wavehost wrap MODEL OUT``."""
+    from realtime.wrap import format_report, wrap_file
+
+    report = wrap_file(
+        args.model,
+        args.output,
+        rate=args.rate,
+        rate_out=args.rate_out,
+        channels=args.channels,
+        layout=args.layout,
+        block_multiple=args.block_multiple,
+        latency=args.latency,
+        window=args.window,
+        hop=args.hop,
+        window_shape=args.window_shape,
+    )
+    print(format_report(args.model, args.output, report))
+    return 0
 
 
 def _report_faults(health: list, nonfinite: int) -> int:

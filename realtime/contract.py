@@ -145,7 +145,10 @@ class PluginInfo:
 
 def _attr(plugin: Any, name: str, key: str, kind: type) -> Any:
     if not hasattr(plugin, key):
-        raise PluginError(f"plugin {name}: missing metadata attribute {key!r} (see wavehost docs)")
+        raise PluginError(
+            f"plugin {name}: missing metadata attribute {key!r} (realtime/contract.py); for a "
+            f"bare TorchScript model, declare it: wavehost wrap MODEL OUT.ts --rate HZ"
+        )
     value = getattr(plugin, key)
     if kind is bool:
         ok = isinstance(value, bool)

@@ -56,7 +56,9 @@ def available_plugins() -> list[str]:
     return sorted(ep.name for ep in entry_points(group=PLUGIN_GROUP))
 
 
-def load_plugin(spec: str | Path | Any, *, probe: bool = True) -> LoadedPlugin:
+def load_plugin(
+    spec: str | Path | Any, *, probe: bool = True, name: str | None = None
+) -> LoadedPlugin:
     """Load a plugin and check it against the contract.
 
     Args:
@@ -64,11 +66,14 @@ def load_plugin(spec: str | Path | Any, *, probe: bool = True) -> LoadedPlugin:
             points, e.g. ``resample-8k-16k``); ``module:attribute`` naming a Python plugin object
             or a factory returning one; or a plugin object itself.
         probe: run one probe block through it (output length, finite values), then reset it.
+        name: what messages and reports call it (default: the file name, registered name or
+            spec; a plugin object's type name).
 
     Raises:
         PluginError: with a one-line message saying what is wrong.
     """
-    module, name = _resolve(spec)
+    module, found = _resolve(spec)
+    name = name or found
     info = PluginInfo.read(module, name)
     for method in ("forward", "reset", "set_parameter"):
         if not callable(getattr(module, method, None)):
@@ -85,7 +90,7 @@ def _resolve(spec: str | Path | Any) -> tuple[Any, str]:
     text = str(spec)
     path = Path(text).expanduser()
     if path.suffix in TORCHSCRIPT_SUFFIXES or path.exists() or "/" in text:
-        return _load_file(path), path.name
+        return load_torchscript(path), path.name
     registered = {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
     if text in registered:
         try:
@@ -93,7 +98,7 @@ def _resolve(spec: str | Path | Any) -> tuple[Any, str]:
             obj = target() if callable(target) and not hasattr(target, "forward") else target
         except (FileNotFoundError, ImportError, AttributeError) as exc:
             raise PluginError(f"plugin {text} is registered but not available: {exc}") from None
-        return (_load_file(Path(obj)), text) if isinstance(obj, str | Path) else (obj, text)
+        return (load_torchscript(Path(obj)), text) if isinstance(obj, str | Path) else (obj, text)
     if ":" in text:
         modname, _, attr = text.partition(":")
         try:
@@ -108,7 +113,9 @@ def _resolve(spec: str | Path | Any) -> tuple[Any, str]:
     raise PluginError(f"unknown plugin {text!r}: not a file and not a registered name ({names})")
 
 
-def _load_file(path: Path) -> Any:
+def load_torchscript(path: Path) -> Any:
+    """``torch.jit.load`` a file onto the CPU in eval mode; :class:`PluginError` (one line) if
+    it is absent, empty, a folder or not TorchScript. No contract check (:func:`load_plugin`)."""
     if not path.exists():
         raise PluginError(f"plugin file not found: {path}")
     if path.is_dir():
