@@ -37,9 +37,10 @@ from bench.machine import LoadSampler, machine_facts
 from bench.streams import stream_rows
 from realtime.accel import on_device
 from realtime.chain import Chain
-from realtime.contract import PluginInfo
+from realtime.contract import PluginError, PluginInfo
 from realtime.engine import MODES, Engine
 from realtime.loader import LoadedPlugin, load_plugin
+from realtime.probe import measure_latency
 from realtime.processor import Processor
 from realtime.rt import gc_freeze
 
@@ -365,7 +366,8 @@ def run_latency(
 
     Returns the report dict: ``machine``, ``settings``, ``load`` (the whole run), ``rows``
     (one per plugin form × rate × block × threads; raw path times under ``_times`` for the
-    plots) and ``streams`` (:func:`~bench.streams.stream_rows`, empty unless asked).
+    plots), ``streams`` (:func:`~bench.streams.stream_rows`, empty unless asked) and
+    ``latencies`` (:func:`probe_row` per plugin: declared latency against a noise probe's).
     """
     settings.check()
     loaded: dict[str, LoadedPlugin] = {}
@@ -413,6 +415,7 @@ def run_latency(
                 settings.stream_ticks,
                 bar,
             )
+        latencies = [probe_row(name, plugin) for name, plugin in loaded.items()]
     bar.close()
     _add_reference_ratios(rows)
     return {
@@ -422,6 +425,31 @@ def run_latency(
         "load": whole.summary(),
         "rows": rows,
         "streams": streams,
+        "latencies": latencies,
+    }
+
+
+def probe_row(name: str, plugin: LoadedPlugin) -> dict[str, Any]:
+    """The latency ``plugin`` declares (output samples, ms) beside the lag a second of noise
+    comes out with (:func:`realtime.probe.measure_latency`, on the CPU): ``agrees`` is None
+    where the output does not carry its input, ``error`` set where the probe failed."""
+    info = plugin.info
+    row: dict[str, Any] = {
+        "plugin": name,
+        "rate_in": info.sample_rate_in,
+        "rate_out": info.sample_rate_out,
+        "declared": info.latency,
+        "declared_ms": 1e3 * info.latency / info.sample_rate_out,
+    }
+    try:
+        est = measure_latency(plugin)
+    except PluginError as exc:
+        return {**row, "error": str(exc)}
+    return {
+        **row,
+        "probe_lag": est.lag,
+        "probe_correlation": est.correlation,
+        "agrees": est.lag == est.declared if est.measurable else None,
     }
 
 

@@ -114,6 +114,7 @@ def latency_markdown(report: dict[str, Any]) -> str:
             f"{_f(r.get('vs_reference_p50'), 2)} | " + " | ".join(miss) + f" | "
             f"{100 * r['load'].get('other_mean', float('nan')):.0f} % |"
         )
+    lines += ["", *probe_markdown(report.get("latencies", []))]
     staged = {r["plugin"]: r["graph_status"] for r in report["rows"] if "graph_status" in r}
     if staged:
         lines += ["", "Plugins on the device (times include the copies to it and back):", ""]
@@ -121,6 +122,30 @@ def latency_markdown(report: dict[str, Any]) -> str:
     if report.get("streams"):
         lines += ["", *streams_markdown(report["streams"])]
     return "\n".join(lines) + "\n"
+
+
+def probe_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """The algorithmic latency each plugin declares against the lag of a noise probe."""
+    lines = [
+        "Algorithmic latency, output samples: declared by the plugin, and the lag at which a "
+        "second of white noise streamed through it best matches its input "
+        "(`realtime/probe.py`; correlation under 0.3: the output does not carry the input).",
+        "",
+        "| plugin | rates Hz | declared | ms | noise probe | correlation | agrees |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        rates = f"{r['rate_in']} → {r['rate_out']}"
+        if "error" in r:
+            probe = f"failed: {r['error']}"
+            lines.append(f"| {r['plugin']} | {rates} | {r['declared']} | – | {probe} | – | – |")
+            continue
+        agrees = {True: "yes", False: "**no**", None: "not measurable"}[r["agrees"]]
+        lines.append(
+            f"| {r['plugin']} | {rates} | {r['declared']} | {r['declared_ms']:.2f} | "
+            f"{r['probe_lag']} | {r['probe_correlation']:.2f} | {agrees} |"
+        )
+    return lines
 
 
 def streams_markdown(rows: list[dict[str, Any]]) -> list[str]:

@@ -23,16 +23,17 @@ from bench.latency import (
     budget_figures,
     delay_plugin,
     live_run,
+    probe_row,
     summarize,
     time_plugin,
 )
 from bench.machine import REPO
 from bench.quality import run_quality
-from bench.report import streams_markdown
+from bench.report import probe_markdown, streams_markdown
 from bench.streams import stream_rows
 from realtime.chain import Chain
 from realtime.contract import PluginInfo
-from realtime.loader import LoadedPlugin
+from realtime.loader import LoadedPlugin, load_plugin
 from realtime.probe import correlate
 from realtime.processor import Processor
 
@@ -119,6 +120,14 @@ def test_correlation_finds_a_known_lag_and_gain():
     assert int(np.argmax(c)) == 123 and c[123] == pytest.approx(0.5)
 
 
+def test_probe_row_flags_a_plugin_whose_output_is_later_than_it_declares():
+    lying = Gain(16000, delay=12)
+    lying.latency = 0
+    row = probe_row("lying", load_plugin(lying))
+    assert (row["declared"], row["probe_lag"], row["agrees"]) == (0, 12, False)
+    assert "| lying | 16000 → 16000 | 0 | 0.00 | 12 | 1.00 | **no** |" in probe_markdown([row])
+
+
 def test_latency_cli_writes_json_markdown_and_plots(tmp_path):
     argv = [
         "latency", "--plugin", "resample-8k-16k", "--rates", "16000", "--blocks", "256",
@@ -137,6 +146,17 @@ def test_latency_cli_writes_json_markdown_and_plots(tmp_path):
         assert key in rep["machine"], key
     assert f"heap {rep['machine']['allocator']}," in (tmp_path / "latency.md").read_text()
     assert {r["plugin"] for r in rep["rows"]} == {"identity", "resample-8k-16k"}
+    (probe,) = rep["latencies"]  # the plugin's declared latency found again by a noise probe
+    assert (probe["plugin"], probe["declared"], probe["probe_lag"], probe["agrees"]) == (
+        "resample-8k-16k",
+        32,
+        32,
+        True,
+    )
+    assert (
+        "| resample-8k-16k | 8000 → 16000 | 32 | 2.00 | 32 | 1.00 | yes |"
+        in (tmp_path / "latency.md").read_text()
+    )
     for row in rep["rows"]:
         required = {"plugin", "role", "rate", "block", "threads", "plugin_ms", "path_ms"}
         required |= {"host_us_p50", "budget", "live", "load", "vs_reference_p50"}
