@@ -57,6 +57,7 @@ print(re.sub('[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-')
     step 240 tests "$PY" -m pytest -q -p no:cacheprovider -rs tests/test_accel.py \
         tests/test_multistream.py \
         tests/test_render.py::test_render_on_cuda_reports_the_graph_and_equals_the_cpu \
+        tests/test_wrap.py::test_wrapped_model_runs_staged_on_a_device_as_on_the_cpu \
         tests/bench/test_bench.py::test_latency_cli_on_cuda_times_graphed_and_plain_forms_and_streams
     local bench=("$PY" -m realtime.cli bench latency --device cuda --graphs on,off --threads 1
         --modes threaded --blocks-count 4000 --warmup 300 --live-seconds 2 --sweep --quiet)

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from plugins import Gain
 from torch import Tensor, nn
 
+from realtime.accel import DevicePlugin
 from realtime.chain import Chain
 from realtime.cli import EXIT_USER_ERROR, main
 from realtime.contract import PluginError
@@ -28,7 +29,7 @@ class HalfDelay(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         if self.tail.size(0) != x.size(0):
-            self.tail = torch.zeros(x.size(0), self.d)
+            self.tail = torch.zeros(x.size(0), self.d, device=x.device)
         full = torch.cat([self.tail, x], -1)
         self.tail = full[:, x.size(-1) :]
         return 0.5 * full[:, : x.size(-1)]
@@ -67,6 +68,11 @@ class TwoInputs(nn.Module):
 class DropsASample(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x[..., 1:]
+
+
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device: none on this machine"
+)
 
 
 def saved(module: nn.Module, path) -> str:
@@ -193,3 +199,15 @@ def test_a_target_in_a_missing_folder_is_refused_before_anything_is_written(tmp_
     model = saved(HalfDelay(3), tmp_path / "m.ts")
     with pytest.raises(PluginError, match=r"folder .* does not exist"):
         wrap_file(model, tmp_path / "nowhere" / "out.ts", rate=16000, layout="bt")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=needs_cuda)])
+@pytest.mark.parametrize("graphs", [True, False])
+def test_wrapped_model_runs_staged_on_a_device_as_on_the_cpu(tmp_path, device, graphs):
+    out = tmp_path / "delay.ts"
+    wrap_file(saved(HalfDelay(37), tmp_path / "m.ts"), out, rate=48000, channels=2, layout="bt")
+    runner = DevicePlugin(load_plugin(out), device, block=128, graphs=graphs)
+    assert runner.graph_status  # the graph in use, or why plain launches are used
+    x = noise(2, 128 * 8)
+    got = torch.cat([runner(x[..., i : i + 128]).clone() for i in range(0, x.size(-1), 128)], -1)
+    torch.testing.assert_close(got, load_plugin(out).process(x), atol=1e-5, rtol=0)
