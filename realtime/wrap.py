@@ -185,8 +185,8 @@ def _check(model: nn.Module, source: Path, name: str, declared: dict) -> LoadedP
         module = torch.jit.script(Declared(model, **declared))
     except Exception as exc:  # TorchScript compiler errors span many lines
         raise PluginError(
-            f"{source}: its forward does not take one tensor of layout "
-            f"{declared['layout']}: {one_line(exc, 160)}"
+            f"{source}: its forward must take one tensor of layout {declared['layout']} and "
+            f"return one tensor: {one_line(exc, 160)}"
         ) from None
     return load_plugin(module, name=name)
 

@@ -65,6 +65,11 @@ class TwoInputs(nn.Module):
         return x * gain
 
 
+class TwoOutputs(nn.Module):
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return x, x
+
+
 class DropsASample(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return x[..., 1:]
@@ -142,7 +147,8 @@ def test_seams_and_a_wrong_latency_are_reported_not_hidden(tmp_path):
 @pytest.mark.parametrize(
     ("model", "kwargs", "expect"),
     [
-        (TwoInputs(), {}, "does not take one tensor of layout bct"),
+        (TwoInputs(), {}, "must take one tensor of layout bct and return one tensor"),
+        (TwoOutputs(), {}, "must take one tensor of layout bct and return one tensor"),
         (DropsASample(), {}, "expected (1, 1, 256)"),
         (Gain(16000), {}, "already declares the plugin contract"),
         (Repeat2(), {"window": 512}, "needs both --window and --hop"),
