@@ -118,9 +118,8 @@ def _parser(extra: list[str]) -> argparse.ArgumentParser:
         "--mode",
         default="threaded",
         choices=["threaded", "inline"],
-        help="threaded: plugins on a worker thread (a hand-off block and --margin of latency; "
-        "the default); "
-        "inline: plugins in the audio callback, no extra latency",
+        help="threaded (the default): plugins on a worker thread, a hand-off block and --margin "
+        "of latency; inline: plugins in the audio callback, no extra latency",
     )
     run.add_argument(
         "--margin",
