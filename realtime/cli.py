@@ -201,6 +201,12 @@ def _wrap_args(p: argparse.ArgumentParser) -> None:
         default=0,
         help="windowed model: window length, input samples (the host overlap-adds); 0: streaming",
     )
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="the model takes exactly --block-multiple samples a call (e.g. traced with that "
+        "shape): longer blocks are fed to it in pieces",
+    )
     p.add_argument("--hop", type=int, default=0, help="windowed model: hop, input samples")
     p.add_argument(
         "--window-shape",
@@ -333,6 +339,7 @@ def cmd_wrap(args: argparse.Namespace) -> int:
         window=args.window,
         hop=args.hop,
         window_shape=args.window_shape,
+        exact=args.exact,
     )
     print(format_report(args.model, args.output, report))
     return 0

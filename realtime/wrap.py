@@ -32,7 +32,8 @@ SEAM_TOLERANCE = 1e-4  # relative difference between one call and two that count
 class Declared(nn.Module):
     """``model`` behind the plugin contract, with the metadata given here (units as in
     :class:`realtime.contract.PluginInfo`). No parameters; ``reset()`` calls the model's own
-    ``reset()`` where it has one. ``forward``: ``(batch, channels, time)`` in and out."""
+    ``reset()`` where it has one. ``forward``: ``(batch, channels, time)`` in and out; with
+    ``exact``, the model sees ``block_multiple`` samples per call, one call per piece."""
 
     def __init__(
         self,
@@ -47,6 +48,7 @@ class Declared(nn.Module):
         hop: int,
         window_shape: str,
         layout: str,
+        exact: bool,
     ) -> None:
         super().__init__()
         self.model = model
@@ -60,12 +62,18 @@ class Declared(nn.Module):
         self.hop = hop
         self.window_shape = window_shape
         self.fold_channels = layout == "bt"
+        self.exact = exact
         self.parameter_names = torch.jit.Attribute([], list[str])
         self.parameter_min = torch.jit.Attribute([], list[float])
         self.parameter_max = torch.jit.Attribute([], list[float])
         self.parameter_default = torch.jit.Attribute([], list[float])
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.exact and x.size(2) > self.block_multiple:
+            return torch.cat([self._call(piece) for piece in x.split(self.block_multiple, 2)], 2)
+        return self._call(x)
+
+    def _call(self, x: Tensor) -> Tensor:
         if self.fold_channels:
             y = self.model(x.reshape(x.size(0) * x.size(1), x.size(2)))
             return y.reshape(x.size(0), x.size(1), -1)
@@ -92,6 +100,7 @@ class WrapReport:
     lag: LagEstimate
     seam: float | None
     has_reset: bool
+    exact: bool
     warnings: list[str] = field(default_factory=list)
 
 
@@ -108,6 +117,7 @@ def wrap_file(
     window: int = 0,
     hop: int = 0,
     window_shape: str = "hann",
+    exact: bool = False,
 ) -> WrapReport:
     """Wrap the TorchScript model in ``source`` as a plugin and save it to ``target``.
 
@@ -125,6 +135,8 @@ def wrap_file(
             host calls it on windows of this many input samples and overlap-adds them.
         hop: input samples between windows (windowed models only).
         window_shape: ``"hann"`` (synthesis only) or ``"sqrt_hann"`` (analysis and synthesis).
+        exact: the model takes exactly ``block_multiple`` samples per call (e.g. traced with
+            that shape): longer blocks are fed to it in pieces (streaming models only).
 
     Raises:
         PluginError: one line saying what is wrong; ``target`` is then left as it was.
@@ -136,6 +148,8 @@ def wrap_file(
         raise PluginError(f"window shape must be one of {WINDOW_SHAPES}, not {window_shape!r}")
     if (window > 0) != (hop > 0):
         raise PluginError("a windowed model needs both --window and --hop (samples)")
+    if exact and window:
+        raise PluginError("--exact is for streaming models: a windowed one sees --window samples")
     model = load_torchscript(source)
     if hasattr(model, "sample_rate_in"):
         raise PluginError(f"{source} already declares the plugin contract: load it as it is")
@@ -149,6 +163,7 @@ def wrap_file(
         hop=hop,
         window_shape=window_shape,
         layout=layout,
+        exact=exact,
     )
     plugin = _check(model, source, target.name, declared)
     lag = measure_latency(plugin)
@@ -176,7 +191,8 @@ def wrap_file(
                 f"--window and --hop to have the host overlap-add it"
             )
     _save(plugin.module, target)
-    return WrapReport(load_plugin(target).info, lag, seam, hasattr(model, "reset"), warnings)
+    info = load_plugin(target).info
+    return WrapReport(info, lag, seam, hasattr(model, "reset"), exact, warnings)
 
 
 def _check(model: nn.Module, source: Path, name: str, declared: dict) -> LoadedPlugin:
@@ -188,7 +204,14 @@ def _check(model: nn.Module, source: Path, name: str, declared: dict) -> LoadedP
             f"{source}: its forward must take one tensor of layout {declared['layout']} and "
             f"return one tensor: {one_line(exc, 160)}"
         ) from None
-    return load_plugin(module, name=name)
+    try:
+        return load_plugin(module, name=name)
+    except PluginError as exc:
+        if "failed on a probe block" not in str(exc) or declared["exact"] or declared["window"]:
+            raise
+        raise PluginError(
+            f"{exc}; if it takes exactly --block-multiple samples a call, add --exact"
+        ) from None
 
 
 def _save(module: torch.jit.ScriptModule, target: Path) -> None:
@@ -227,6 +250,8 @@ def format_report(source: str, target: str, r: WrapReport) -> str:
         f"{r.lag.lag} samples behind the input, correlation {r.lag.correlation:.2f}",
         "  reset(): the model's own" if r.has_reset else "  reset(): none (the model has none)",
     ]
+    if r.exact:
+        lines.append(f"  the model is called on exactly {info.block_multiple} samples at a time")
     if r.seam is not None:
         lines.append(f"  one call vs two half calls: {r.seam:.1e} of the peak")
     lines += [f"warning: {w}" for w in r.warnings]

@@ -60,6 +60,15 @@ class Smear(nn.Module):
         return x + F.pad(x, (0, 1))[..., 1:]
 
 
+class Fixed128(nn.Module):
+    """Like a model traced for one input shape: 128 samples a call, no other length."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.size(-1) != 128:
+            raise RuntimeError("expected 128 samples, got " + str(x.size(-1)))
+        return 0.5 * x
+
+
 class TwoInputs(nn.Module):
     def forward(self, x: Tensor, gain: Tensor) -> Tensor:
         return x * gain
@@ -217,3 +226,18 @@ def test_wrapped_model_runs_staged_on_a_device_as_on_the_cpu(tmp_path, device, g
     x = noise(2, 128 * 8)
     got = torch.cat([runner(x[..., i : i + 128]).clone() for i in range(0, x.size(-1), 128)], -1)
     torch.testing.assert_close(got, load_plugin(out).process(x), atol=1e-5, rtol=0)
+
+
+def test_a_fixed_length_model_is_fed_in_pieces_with_exact(tmp_path):
+    model = saved(Fixed128(), tmp_path / "m.ts")
+    out = tmp_path / "fixed.ts"
+    with pytest.raises(PluginError, match="add --exact"):
+        wrap_file(model, out, rate=16000, block_multiple=128)
+    assert not out.exists()
+    report = wrap_file(model, out, rate=16000, block_multiple=128, exact=True)
+    assert report.exact and report.lag.lag == 0 and report.seam == 0.0 and not report.warnings
+    plugin = load_plugin(out)
+    x = noise(1, 128 * 5)
+    torch.testing.assert_close(plugin.process(x), 0.5 * x)
+    with pytest.raises(PluginError, match="--exact is for streaming models"):
+        wrap_file(model, out, rate=16000, block_multiple=128, exact=True, window=256, hop=128)
