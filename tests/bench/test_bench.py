@@ -20,16 +20,18 @@ from bench.cli import main as bench_main
 from bench.compare import bootstrap_ratio, compare_plugins
 from bench.e2e import E2ESettings, click_train, run_e2e
 from bench.latency import (
+    LatencySettings,
     budget_figures,
     delay_plugin,
     live_run,
     probe_row,
+    run_latency,
     summarize,
     time_plugin,
 )
 from bench.machine import REPO
 from bench.quality import run_quality
-from bench.report import probe_markdown, streams_markdown
+from bench.report import latency_markdown, probe_markdown, streams_markdown
 from bench.streams import stream_rows
 from realtime.chain import Chain
 from realtime.contract import PluginInfo
@@ -126,6 +128,23 @@ def test_probe_row_flags_a_plugin_whose_output_is_later_than_it_declares():
     row = probe_row("lying", load_plugin(lying))
     assert (row["declared"], row["probe_lag"], row["agrees"]) == (0, 12, False)
     assert "| lying | 16000 → 16000 | 0 | 0.00 | 12 | 1.00 | **no** |" in probe_markdown([row])
+
+
+def test_a_windowed_plugin_is_timed_on_whole_windows():
+    windowed = Gain(16000)
+    windowed.streaming, windowed.window, windowed.hop, windowed.window_shape = (
+        False,
+        512,
+        256,
+        "hann",
+    )
+    s = LatencySettings([16000], [64], [1], ["inline"], count=20, warmup=2, live_seconds=0.05)
+    rep = run_latency([windowed], s, progress=False)
+    (row,) = [r for r in rep["rows"] if r["role"] == "plugin"]
+    assert row["plugin_block_in"] == 512  # the call the host makes once per hop
+    assert row["host_us_p50"] is None and row["host_cpu_us_p50"] is None
+    line = next(x for x in latency_markdown(rep).splitlines() if x.startswith("| Gain |"))
+    assert line.split(" | ")[13] == "–"  # host µs
 
 
 def test_latency_cli_writes_json_markdown_and_plots(tmp_path):
