@@ -30,6 +30,7 @@ from bench.latency import (
     IDENTITY,
     RANDOM_UNET,
     BenchError,
+    call_length,
     delay_plugin,
     export_random_unet,
     noise_blocks,
@@ -130,8 +131,7 @@ def compare_plugins(
             proc = Processor(Chain([plugin]), rate_in=rate, rate_out=rate, block=block)
             runners.append((plugin.info.name, proc.process, noise_blocks(16, block, ch, seed=2)))
         else:
-            n_in = max(1, block * plugin.info.sample_rate_in // rate)
-            n_in -= n_in % plugin.info.block_multiple
+            n_in = call_length(plugin.info, block, rate)
             xs = [torch.from_numpy(x.T.copy())[None] for x in noise_blocks(16, n_in, ch, seed=1)]
             runners.append((plugin.info.name, plugin.process, xs))
     times = np.zeros((2, count))

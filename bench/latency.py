@@ -195,6 +195,13 @@ def plugin_block(info: PluginInfo, block: int, rate: int) -> int:
     return max(m, round(block * info.sample_rate_in / rate / m) * m)
 
 
+def call_length(info: PluginInfo, block: int, rate: int) -> int:
+    """Input samples of the call the host makes to a plugin per device block of ``block``
+    samples at ``rate`` Hz: :func:`plugin_block`, or a whole window for a windowed plugin
+    (called once per hop)."""
+    return plugin_block(info, block, rate) if info.streaming else info.window
+
+
 def cuda_check(device: str) -> None:
     """Raise :class:`BenchError` unless ``device`` can run here (the hook for the CUDA path)."""
     if device not in ("cpu", "cuda"):
@@ -391,8 +398,7 @@ def run_latency(
             torch.set_num_threads(threads)
             for name, role, plugin in _cell_plugins(loaded, rate):
                 bar.set_postfix_str(f"{name} {rate} Hz b{block} t{threads}")
-                info = plugin.info
-                n_in = plugin_block(info, block, rate) if info.streaming else info.window
+                n_in = call_length(plugin.info, block, rate)
                 for label, form, fields in _staged(name, role, plugin, n_in, settings):
                     cell = (rate, block, threads, n_in)
                     rows.append(_measure_cell(label, role, form, cell, fields, settings))
