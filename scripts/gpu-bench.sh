@@ -67,6 +67,10 @@ print(re.sub('[^a-z0-9]+', '-', torch.cuda.get_device_name().lower()).strip('-')
         --streams 1,16,128,1024,4096 --out "$OUTDIR/latency-8k-16k"
     step 120 cuda-equals-cpu "$PY" scripts/gpu_equal.py "$OUTDIR/cuda-equals-cpu.json"
     step 90 kernels "$PY" scripts/gpu_profile.py "$OUTDIR/kernels.json"
+    # the same with no cuBLAS / cuBLASLt workspace: no split-K with a separate reduction kernel
+    # (13 of mp3-restore-48k's 107 kernels a block on the H200); set before CUDA starts
+    step 90 kernels-no-workspace env CUBLAS_WORKSPACE_CONFIG=:0:0 CUBLASLT_WORKSPACE_SIZE=0 \
+        "$PY" scripts/gpu_profile.py "$OUTDIR/kernels-no-workspace.json"
     echo "gpu-bench: results in $OUTDIR (status $STATUS)"
     return "$STATUS"
 }
