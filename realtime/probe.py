@@ -64,7 +64,7 @@ def _noise(frames: int, channels: int, seed: int) -> np.ndarray:
 def measure_latency(plugin: LoadedPlugin, seconds: float = 1.0, seed: int = 0) -> LagEstimate:
     """Stream ``seconds`` of white noise through ``plugin`` (overlap-added where it is windowed,
     as the host runs it) and find the lag at which its output best matches the input brought to
-    the output rate (band-limited, its resampler's delay taken out).
+    the output rate (band-limited, its resampler's delay taken out). Leaves the plugin reset.
 
     Raises:
         PluginError: the plugin failed or returned NaN while streaming the probe.
@@ -103,7 +103,7 @@ def split_difference(plugin: LoadedPlugin, seed: int = 0) -> float:
     """Largest difference between one call on two blocks of noise and two calls on one block
     each, relative to the output's peak: 0 (to rounding) for a plugin whose state carries the
     stream across calls, larger where a cut between blocks changes the output (seams).
-    Streaming plugins only."""
+    Streaming plugins only; leaves the plugin reset."""
     info = plugin.info
     if not info.streaming:
         raise ValueError(f"plugin {info.name} is windowed: the host overlap-adds it")
