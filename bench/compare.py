@@ -69,9 +69,14 @@ class Identity:  # the host-overhead plugin, defined here: old trees have no ben
 plugin = load_plugin(Identity() if spec == "identity" else spec)
 proc = Processor(Chain([plugin]), rate_in=rate, rate_out=rate, block=block)
 rng = np.random.default_rng(2)
-blocks = [(0.1 * rng.standard_normal((block, 1))).astype(np.float32) for _ in range(16)]
+shape = (block, plugin.info.channels)
+blocks = [(0.1 * rng.standard_normal(shape)).astype(np.float32) for _ in range(16)]
+for b in blocks[:3]:
+    proc.process(b)
+sick = [h.error or "NaN output" for h in getattr(proc.chain, "health", [])
+        if h.bypassed or h.nonfinite_blocks]
 k = 0
-print("ready", flush=True)
+print("error: " + sick[0] if sick else "ready", flush=True)
 for line in sys.stdin:
     n = int(line)
     out = []
@@ -187,8 +192,11 @@ def compare_commits(
                 stdout=subprocess.PIPE,
                 text=True,
             )
-            if proc.stdout is None or proc.stdout.readline().strip() != "ready":
-                raise BenchError(f"the worker for {commit} did not start (plugin {spec!r}?)")
+            line = "" if proc.stdout is None else proc.stdout.readline().strip()
+            if line != "ready":
+                proc.kill()
+                why = line.removeprefix("error: ") if line.startswith("error: ") else "no reply"
+                raise BenchError(f"the worker for {commit} could not run plugin {spec!r}: {why}")
             workers.append(proc)
         times: list[list[float]] = [[], []]
         with LoadSampler() as load:

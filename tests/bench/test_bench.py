@@ -17,9 +17,10 @@ from plugins import Gain, Slow
 from tqdm import tqdm
 
 from bench.cli import main as bench_main
-from bench.compare import bootstrap_ratio, compare_plugins
+from bench.compare import WORKTREE, bootstrap_ratio, compare_commits, compare_plugins
 from bench.e2e import E2ESettings, click_train, run_e2e
 from bench.latency import (
+    BenchError,
     LatencySettings,
     budget_figures,
     delay_plugin,
@@ -295,3 +296,33 @@ def test_e2e_measures_a_stereo_plugin_through_the_mono_sinks(audio_server, tmp_p
     assert row["measured_engine"] > 0 and row["engine"]["gain"] > 0.5
     assert abs(row["measured_engine"] - row["declared"]["engine"]) <= BLOCK, row
     assert row["ok"]
+
+
+class SoursAfterTheProbe(Gain):
+    """Passes the loader's probe (its first call), then returns NaN."""
+
+    def __init__(self, rate: int) -> None:
+        super().__init__(rate)
+        self.register_buffer("calls", torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return x * (self.calls <= 1).float() / (self.calls <= 1).float()
+
+    @torch.jit.export
+    def reset(self) -> None:
+        self.tail.zero_()
+
+
+def test_compare_commits_feeds_a_stereo_plugin_stereo_blocks(tmp_path):
+    path = tmp_path / "stereo.ts"
+    torch.jit.script(Gain(48000, 0.5, delay=3, channels=2)).save(str(path))
+    res = compare_commits(str(path), WORKTREE, WORKTREE, 48000, 64, 16, 2, progress=False)
+    assert res["a_ms"]["count"] == res["b_ms"]["count"] == 16
+
+
+def test_compare_commits_refuses_a_plugin_the_path_bypasses(tmp_path):
+    path = tmp_path / "sour.ts"
+    torch.jit.script(SoursAfterTheProbe(16000)).save(str(path))
+    with pytest.raises(BenchError, match=r"could not run plugin .*NaN"):
+        compare_commits(str(path), WORKTREE, WORKTREE, 16000, 64, 16, 2, progress=False)
