@@ -116,6 +116,12 @@ def latency_markdown(report: dict[str, Any]) -> str:
             f"{_f(r.get('vs_reference_p50'), 2)} | " + " | ".join(miss) + f" | "
             f"{100 * r['load'].get('other_mean', float('nan')):.0f} % |"
         )
+    faults = [r for r in report["rows"] if r.get("fault")]
+    if faults:
+        lines += ["", "**Faults: these rows timed the host's bypass, not (only) the plugin:**", ""]
+        lines += [
+            f"- `{r['plugin']}` {r['rate']} Hz, block {r['block']}: {r['fault']}" for r in faults
+        ]
     lines += ["", *probe_markdown(report.get("latencies", []))]
     staged = {r["plugin"]: r["graph_status"] for r in report["rows"] if "graph_status" in r}
     if staged:
