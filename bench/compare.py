@@ -34,6 +34,7 @@ from bench.latency import (
     delay_plugin,
     export_random_unet,
     noise_blocks,
+    path_fault,
     resolve,
     summarize,
 )
@@ -128,12 +129,13 @@ def compare_plugins(
     """Plugins A and B in one process, block by block ABAB: ``what`` is ``path``
     (:meth:`Processor.process` per device block) or ``plugin`` (``process`` alone)."""
     torch.set_num_threads(1)
-    runners = []
+    runners, paths = [], []
     for spec in (spec_a, spec_b):
         plugin = delay_plugin(rate) if spec == IDENTITY else resolve(spec)
         ch = plugin.info.channels
         if what == "path":
             proc = Processor(Chain([plugin]), rate_in=rate, rate_out=rate, block=block)
+            paths.append(proc)
             runners.append((plugin.info.name, proc.process, noise_blocks(16, block, ch, seed=2)))
         else:
             n_in = call_length(plugin.info, block, rate)
@@ -149,6 +151,12 @@ def compare_plugins(
                 fn(x)
                 if i >= 0:
                     times[j, i] = perf() - t0
+    for proc in paths:
+        fault = path_fault(proc)
+        if fault:
+            raise BenchError(
+                f"no comparison: the path's guard stepped in while it was timed: {fault}"
+            )
     return _result("plugins", [r[0] for r in runners], times, rate, block, what, load.summary())
 
 

@@ -503,11 +503,11 @@ def _measure_cell(
         row["live"] = {m: live_run(processor, m, n_live, threads) for m in s.modes}
         row["_times"] = path_t.wall
     row["load"] = load.summary()
-    row["fault"] = _fault(processor)
+    row["fault"] = path_fault(processor)
     return row
 
 
-def _fault(processor: Processor) -> str | None:
+def path_fault(processor: Processor) -> str | None:
     """What the path's guard did to the plugin while it was timed, if anything: a bypassed
     plugin's figures are the bypass's; NaN blocks were the bypass's and reset the plugin."""
     health = processor.chain.health[0]

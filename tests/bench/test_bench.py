@@ -335,3 +335,8 @@ def test_a_plugin_the_path_bypasses_while_timed_is_flagged():
     assert "blocks of NaN/Inf output replaced by the bypass" in row["fault"]
     assert all(r["fault"] is None for r in rep["rows"] if r["role"] != "plugin")
     assert "**Faults: these rows timed the host's bypass" in latency_markdown(rep)
+
+
+def test_compare_refuses_to_compare_a_bypassed_plugin():
+    with pytest.raises(BenchError, match=r"guard stepped in .* NaN/Inf"):
+        compare_plugins(Gain(16000), SoursAfterTheProbe(16000), 16000, 64, 20, 2, "path", False)
