@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from bench.latency import BenchError, delay_plugin
+from bench.latency import BenchError, delay_plugin, path_fault
 from bench.machine import REPO, LoadSampler, machine_facts
 from realtime.probe import correlate
 
@@ -289,6 +289,7 @@ def _attempt(backend: str, s: E2ESettings, workdir: Path) -> dict[str, Any]:
         "declared": engine.latency(info.input_latency_s, info.output_latency_s),
         "misses": c.misses,
         "callbacks": c.callbacks,
+        "fault": path_fault(engine.processor),
         "xruns": dict(stream.xruns) if info.xruns_visible else None,
     }
 
@@ -351,7 +352,8 @@ def measure_backend(backend: str, s: E2ESettings, workdir: Path) -> dict[str, An
         "measured_engine": measured,
         "measured_engine_ms": 1e3 * measured / s.rate,
         "error": error,
-        "ok": not why and abs(error) <= s.block,
+        "fault": att["fault"],  # the plugin was bypassed: the lag measured is the bypass's
+        "ok": not why and abs(error) <= s.block and not att["fault"],
         "_copy_corr": copy["_corr"],
         "_engine_corr": wet["_corr"],
     }

@@ -343,6 +343,9 @@ def e2e_markdown(report: dict[str, Any]) -> str:
             f"{d['device_in'] + d['device_out']:.1f} | {d['total']:.1f} | {off:+.1f} | "
             f"{yes[abs(off) <= d['block']]} |"
         )
+    for r in report["rows"]:
+        if r.get("fault"):
+            lines += ["", f"**{r['backend']}: the plugin did not run throughout:** {r['fault']}"]
     lines += ["", report.get("explanation", "")]
     return "\n".join(lines) + "\n"
 

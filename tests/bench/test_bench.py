@@ -284,7 +284,7 @@ def test_e2e_measured_latency_matches_declared_within_one_block(audio_server):
     assert row["copy"]["gain"] > 0.5 and row["engine"]["gain"] > 0.5
     assert row["measured_engine"] > 0
     assert abs(row["measured_engine"] - row["declared"]["engine"]) <= BLOCK, row
-    assert row["ok"]
+    assert row["ok"] and row["fault"] is None
 
 
 @pytest.mark.live
@@ -295,7 +295,7 @@ def test_e2e_measures_a_stereo_plugin_through_the_mono_sinks(audio_server, tmp_p
     row = run_e2e(s)["rows"][0]
     assert row["measured_engine"] > 0 and row["engine"]["gain"] > 0.5
     assert abs(row["measured_engine"] - row["declared"]["engine"]) <= BLOCK, row
-    assert row["ok"]
+    assert row["ok"] and row["fault"] is None
 
 
 class SoursAfterTheProbe(Gain):
@@ -340,3 +340,12 @@ def test_a_plugin_the_path_bypasses_while_timed_is_flagged():
 def test_compare_refuses_to_compare_a_bypassed_plugin():
     with pytest.raises(BenchError, match=r"guard stepped in .* NaN/Inf"):
         compare_plugins(Gain(16000), SoursAfterTheProbe(16000), 16000, 64, 20, 2, "path", False)
+
+
+@pytest.mark.live
+def test_e2e_says_when_the_plugin_was_bypassed(audio_server, tmp_path):
+    path = tmp_path / "sour.ts"
+    torch.jit.script(SoursAfterTheProbe(16000)).save(str(path))
+    s = E2ESettings(backends=["sounddevice"], rate=16000, block=BLOCK, plugin=str(path))
+    row = run_e2e(s)["rows"][0]
+    assert "NaN/Inf" in row["fault"] and not row["ok"]
