@@ -74,6 +74,7 @@ shape = (block, plugin.info.channels)
 blocks = [(0.1 * rng.standard_normal(shape)).astype(np.float32) for _ in range(16)]
 for b in blocks[:3]:
     proc.process(b)
+# StageHealth.fault spelled out: the trees compared may be older than it
 sick = [h.error or "NaN output" for h in getattr(proc.chain, "health", [])
         if h.bypassed or h.nonfinite_blocks]
 k = 0

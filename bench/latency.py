@@ -510,12 +510,7 @@ def _measure_cell(
 def path_fault(processor: Processor) -> str | None:
     """What the path's guard did to the plugin while it was timed, if anything: a bypassed
     plugin's figures are the bypass's; NaN blocks were the bypass's and reset the plugin."""
-    health = processor.chain.health[0]
-    if health.bypassed:
-        return health.error
-    if health.nonfinite_blocks:
-        return f"{health.nonfinite_blocks} blocks of NaN/Inf output replaced by the bypass"
-    return None
+    return processor.chain.health[0].fault or None
 
 
 def _add_reference_ratios(rows: list[dict[str, Any]]) -> None:

@@ -27,6 +27,19 @@ class StageHealth:
     bypassed: bool = False
     error: str = ""
 
+    @property
+    def fault(self) -> str:
+        """One line on what the guard did to the plugin ("" if nothing): bypassed for good, or
+        NaN/Inf blocks replaced by the bypass."""
+        if self.bypassed:
+            return self.error
+        if self.nonfinite_blocks:
+            return (
+                f"plugin {self.name} returned NaN/Inf in {self.nonfinite_blocks} blocks "
+                f"(bypassed for those blocks)"
+            )
+        return ""
+
 
 def to_torch(x: np.ndarray) -> torch.Tensor:
     """``(frames, channels)`` array → ``(1, channels, frames)`` tensor (no copy for mono)."""

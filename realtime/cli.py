@@ -354,16 +354,9 @@ def _report_faults(health: list, nonfinite: int) -> int:
             f"wavehost: warning: {nonfinite} NaN/Inf input samples replaced by 0", file=sys.stderr
         )
     for h in health:
-        if h.bypassed or h.nonfinite_blocks:
+        if h.fault:
             status = EXIT_REPAIRED
-        if h.bypassed:
-            print(f"wavehost: warning: {h.error}", file=sys.stderr)
-        elif h.nonfinite_blocks:
-            print(
-                f"wavehost: warning: plugin {h.name} returned NaN/Inf in "
-                f"{h.nonfinite_blocks} blocks (bypassed for those blocks)",
-                file=sys.stderr,
-            )
+            print(f"wavehost: warning: {h.fault}", file=sys.stderr)
     return status
 
 

@@ -77,10 +77,9 @@ def measure_latency(plugin: LoadedPlugin, seconds: float = 1.0, seed: int = 0) -
     chain.reset()
     y = np.concatenate([chain.step(x[i : i + block]).copy() for i in range(0, frames, block)])
     chain.reset()
-    health = chain.health[0]
-    if health.bypassed or health.nonfinite_blocks:
-        why = health.error or f"{health.nonfinite_blocks} blocks of NaN/Inf output"
-        raise PluginError(f"plugin {info.name} failed on the noise probe: {why}")
+    fault = chain.health[0].fault
+    if fault:
+        raise PluginError(f"plugin {info.name} failed on the noise probe: {fault}")
     reference = x
     if info.sample_rate_in != info.sample_rate_out:
         resampler = Resampler(

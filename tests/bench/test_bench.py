@@ -332,7 +332,7 @@ def test_a_plugin_the_path_bypasses_while_timed_is_flagged():
     s = LatencySettings([16000], [64], [1], ["inline"], count=20, warmup=2, live_seconds=0.05)
     rep = run_latency([SoursAfterTheProbe(16000)], s, progress=False)
     (row,) = [r for r in rep["rows"] if r["role"] == "plugin"]
-    assert "blocks of NaN/Inf output replaced by the bypass" in row["fault"]
+    assert "returned NaN/Inf in" in row["fault"] and "(bypassed for those blocks)" in row["fault"]
     assert all(r["fault"] is None for r in rep["rows"] if r["role"] != "plugin")
     assert "**Faults: these rows timed the host's bypass" in latency_markdown(rep)
 
