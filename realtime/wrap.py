@@ -175,7 +175,8 @@ def wrap_file(
                 f"{source}: no latency to read from a noise probe (correlation "
                 f"{lag.correlation:.2f}): declare it with --latency SAMPLES"
             )
-        plugin = _check(model, source, target.name, {**declared, "latency": measured})
+        plugin.module.latency = measured  # the module stays; its declaration is read again
+        plugin = load_plugin(plugin.module, probe=False, name=target.name)
     elif lag.measurable and measured != latency:
         warnings.append(
             f"declared latency {latency} samples, but the output lines up with the input "
